@@ -1,0 +1,5 @@
+import sys
+
+from slogate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,240 @@
+"""A real Kubernetes control plane on loopback: etcd and kube-apiserver, no Docker needed.
+
+There is no controller-manager: Deployments are stored but no ReplicaSets or Pods appear, and
+namespaces never finish terminating. That is all slogate needs: its CRDs, its status writes and
+the admission webhook calls are the API server's own work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slogate.localenv.binaries import bin_dir, tool
+from slogate.localenv.certs import CertificateAuthority, rsa_signing_key_pem
+from slogate.localenv.processes import Process, free_port, wait_until
+
+ADMIN_USER = "slogate-admin"
+
+
+class ControlPlane:
+    """``with ControlPlane() as cp:`` starts etcd and kube-apiserver; leaving stops both."""
+
+    def __init__(self, workdir: Path | None = None, keep: bool = False) -> None:
+        self._own_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="slogate-cp-"))
+        self.keep = keep
+        self.etcd: Process | None = None
+        self.apiserver: Process | None = None
+        self.ca = CertificateAuthority("slogate-local-kubernetes-ca")
+        self.pki = self.dir / "pki"
+        self.api_port = 0
+        self.etcd_port = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> ControlPlane:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        bin_dir()  # fail early and clearly if the binaries are missing
+        self.pki.mkdir(parents=True, exist_ok=True)
+        self._write_pki()
+        self.start_etcd()
+        self.start_apiserver()
+        self.write_kubeconfig(self.kubeconfig, ADMIN_USER, ("system:masters",))
+
+    def start_etcd(self) -> None:
+        self.etcd_port, peer = free_port(), free_port()
+        data = self.dir / "etcd"
+        data.mkdir(exist_ok=True)
+        url = f"http://127.0.0.1:{self.etcd_port}"
+        self.etcd = Process(
+            "etcd",
+            [
+                tool("etcd"),
+                "--data-dir",
+                str(data),
+                "--name",
+                "slogate-local",
+                "--listen-client-urls",
+                url,
+                "--advertise-client-urls",
+                url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"slogate-local=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+            self.dir / "etcd.log",
+        )
+        wait_until(lambda: _http_ok(f"{url}/health"), self.etcd, 60, "etcd answered /health")
+
+    def start_apiserver(self) -> None:
+        """Start (or restart, keeping etcd and the port) kube-apiserver."""
+        if not self.api_port:
+            self.api_port = free_port()
+        p = self.pki
+        self.apiserver = Process(
+            "kube-apiserver",
+            [
+                tool("kube-apiserver"),
+                "--etcd-servers",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.api_port),
+                "--endpoint-reconciler-type",
+                "none",
+                "--cert-dir",
+                str(p),
+                "--tls-cert-file",
+                str(p / "apiserver.crt"),
+                "--tls-private-key-file",
+                str(p / "apiserver.key"),
+                "--client-ca-file",
+                str(p / "ca.crt"),
+                "--service-account-issuer",
+                f"https://127.0.0.1:{self.api_port}",
+                "--service-account-key-file",
+                str(p / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(p / "sa.key"),
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--authorization-mode",
+                "RBAC",
+                "--disable-admission-plugins",
+                "ServiceAccount",
+                "--allow-privileged",
+                "--profiling=false",
+                "--v=1",
+            ],
+            self.dir / "kube-apiserver.log",
+        )
+        wait_until(self._ready, self.apiserver, 120, "kube-apiserver answered /readyz")
+
+    def stop_apiserver(self) -> None:
+        if self.apiserver is not None:
+            self.apiserver.stop()
+
+    def stop(self) -> None:
+        for proc in (self.apiserver, self.etcd):
+            if proc is not None:
+                proc.stop()
+        if self._own_dir and not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- access ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    def write_kubeconfig(self, path: Path, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig that authenticates as ``user`` in ``groups`` by client certificate."""
+        pair = self.ca.client(user, groups)
+        stem = path.with_suffix("")
+        pair.write(stem.with_suffix(".crt"), stem.with_suffix(".key"))
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority": str(self.pki / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate": str(stem.with_suffix(".crt")),
+                        "client-key": str(stem.with_suffix(".key")),
+                    },
+                }
+            ],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+            "current-context": "local",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def kubectl(
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        input: str | None = None,
+        check: bool = False,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tool("kubectl"), "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", "-o", "json", *args, check=True).stdout)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _write_pki(self) -> None:
+        p = self.pki
+        (p / "ca.crt").write_bytes(self.ca.cert_pem)
+        self.ca.serving(
+            "kube-apiserver", dns=("localhost", "kubernetes", "kubernetes.default")
+        ).write(p / "apiserver.crt", p / "apiserver.key")
+        private, public = rsa_signing_key_pem()
+        (p / "sa.key").write_bytes(private)
+        (p / "sa.pub").write_bytes(public)
+        admin = self.ca.client("slogate-probe", ("system:masters",))
+        admin.write(p / "probe.crt", p / "probe.key")
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "probe.crt"), str(self.pki / "probe.key"))
+        return ctx
+
+    def _ready(self) -> bool:
+        return _http_ok(f"{self.url}/readyz", self._ssl_context())
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+        return bool(resp.status == 200)
