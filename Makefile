@@ -25,8 +25,8 @@ integration: deps venv tools
 	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m pytest -p no:cacheprovider tests/integration $(ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 demo: deps venv tools
