@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from slogate import __version__
 from slogate.core.crd import all_crds
 from slogate.core.validation import field_errors
 from slogate.manifests import dump_yaml, load_documents
+from slogate.prometheus.client import PrometheusConfig
 
 CRD_HEADER = "# Generated from operator/slogate/core by `make crds`; do not edit by hand.\n"
 
@@ -67,6 +69,86 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(once=args.once)
 
 
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"SLOGATE_{name}", default)
+
+
+def add_prometheus_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Prometheus (any Prometheus-compatible query API: Thanos, Mimir)")
+    g.add_argument(
+        "--prometheus-url",
+        default=_env("PROMETHEUS_URL", "http://localhost:9090"),
+        help="query API base URL, may include a path prefix [$SLOGATE_PROMETHEUS_URL]",
+    )
+    g.add_argument("--prometheus-timeout", type=float, default=10.0, metavar="SECONDS")
+    g.add_argument("--prometheus-retries", type=int, default=3)
+    g.add_argument("--prometheus-max-concurrency", type=int, default=8)
+    g.add_argument("--prometheus-bearer-token-file", default=_env("PROMETHEUS_BEARER_TOKEN_FILE"))
+    g.add_argument("--prometheus-basic-auth-username")
+    g.add_argument("--prometheus-basic-auth-password-file")
+    g.add_argument("--prometheus-ca-file")
+    g.add_argument("--prometheus-insecure-skip-verify", action="store_true")
+    g.add_argument(
+        "--prometheus-header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra header on every query, e.g. X-Scope-OrgID=team-a (repeatable)",
+    )
+    g.add_argument(
+        "--prometheus-trusted-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an SLO's spec.prometheus.url that may receive the credentials and "
+        "headers above (repeatable); other SLO URLs are queried without them",
+    )
+
+
+def prometheus_config(args: argparse.Namespace) -> PrometheusConfig:
+    headers = {}
+    for item in args.prometheus_header:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--prometheus-header takes NAME=VALUE, got {item!r}")
+        headers[name.strip()] = value.strip()
+    return PrometheusConfig(
+        url=args.prometheus_url,
+        timeout_s=args.prometheus_timeout,
+        retries=args.prometheus_retries,
+        max_concurrency=args.prometheus_max_concurrency,
+        bearer_token_file=args.prometheus_bearer_token_file,
+        basic_auth_username=args.prometheus_basic_auth_username,
+        basic_auth_password_file=args.prometheus_basic_auth_password_file,
+        ca_file=args.prometheus_ca_file,
+        insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        headers=headers,
+    )
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    from slogate.controller.app import Controller, ControllerOptions
+    from slogate.controller.evaluator import EvaluatorSettings
+
+    options = ControllerOptions(
+        prometheus=prometheus_config(args),
+        evaluator=EvaluatorSettings(
+            heartbeat_s=args.heartbeat,
+            batch_size=args.batch_size,
+        ),
+        namespaces=tuple(args.namespace),
+        metrics_port=args.metrics_port,
+        liveness_port=args.liveness_port,
+        peering=args.peering,
+        priority=args.priority,
+        log_format=args.log_format,
+        kubeconfig=args.kubeconfig,
+        trusted_urls=tuple(args.prometheus_trusted_url),
+    )
+    Controller(options).run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slogate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"slogate {__version__}")
@@ -79,6 +161,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests offline (files or directories)")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("controller", help="evaluate SLOs against Prometheus and write status")
+    add_prometheus_flags(p)
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    p.add_argument("--metrics-port", type=int, default=8080, help="/metrics port; 0 disables")
+    p.add_argument("--liveness-port", type=int, default=8081, help="/healthz port; 0 disables")
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="rewrite an unchanged status this often (default 300)",
+    )
+    p.add_argument("--batch-size", type=int, default=50, help="SLOs per Prometheus request")
+    p.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help="kopf peering name for HA (one active replica); default: standalone",
+    )
+    p.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    p.add_argument("--log-format", choices=("json", "plain"), default="json")
+    p.set_defaults(func=cmd_controller)
 
     p = sub.add_parser("demo", help="run the local demo (control plane, Prometheus, examples)")
     p.add_argument("--once", action="store_true", help="show the story and exit (for scripts)")

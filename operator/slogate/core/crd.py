@@ -60,6 +60,11 @@ def _convert(
             inner = _convert({**options[0], **rest}, defs, models, nullable_ok=nullable_ok)
             if has_null and nullable_ok:
                 inner["nullable"] = True
+                if "enum" in inner:
+                    # The API server refuses null for an enum even when nullable (and even with
+                    # null listed), so status enums are documented instead of enforced.
+                    values = ", ".join(str(v) for v in inner.pop("enum"))
+                    inner["description"] = f"One of {values}, or null."
             inner.pop("default", None) if inner.get("default") is None else None
             return inner
         raise ValueError(f"cannot express a union of {options} in a structural schema")

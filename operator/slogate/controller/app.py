@@ -1,0 +1,201 @@
+"""``slogate controller``: kopf handlers that feed the evaluator, and the process around them.
+
+kopf watches ServiceLevelObjectives and tells the evaluator about every new, changed, resumed or
+deleted one; the evaluator (one asyncio task) does all Prometheus and status work in batches. kopf
+keeps its bookkeeping under the ``slogate.dev`` prefix (finalizer, progress and diff-base
+annotations) so it does not collide with other kopf operators in the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from slogate import metrics
+from slogate.controller.entries import SloEntry
+from slogate.controller.evaluator import Evaluator, EvaluatorSettings, TickStats
+from slogate.controller.kube import KubeSink
+from slogate.core.objective import SloSpec
+from slogate.core.resources import GROUP, SLO_KIND, VERSION
+from slogate.core.status import Problem, failed_status
+from slogate.core.validation import field_errors
+from slogate.kubeclient import connection_info, load_config
+from slogate.prometheus.client import PrometheusClient, PrometheusConfig
+
+log = logging.getLogger("slogate.controller")
+PREFIX = "slogate.dev"
+
+
+@dataclass
+class ControllerOptions:
+    prometheus: PrometheusConfig
+    evaluator: EvaluatorSettings = field(default_factory=EvaluatorSettings)
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    metrics_port: int = 8080  # 0 disables
+    liveness_port: int = 8081  # 0 disables
+    peering: str | None = None  # None: standalone (one replica)
+    priority: int = 0
+    log_format: str = "json"
+    kubeconfig: str | None = None
+    trusted_urls: tuple[str, ...] = ()  # per-SLO backends that get the operator's credentials
+
+
+class Controller:
+    """The evaluator plus the clients it needs, wired to a kopf registry."""
+
+    def __init__(self, options: ControllerOptions) -> None:
+        self.options = options
+        self.clients: dict[str, PrometheusClient] = {}
+        self.sink: KubeSink | None = None
+        self.evaluator: Evaluator | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.last_tick = math.nan
+        self.registry = kopf.OperatorRegistry()
+        self._register()
+
+    def client_for(self, url: str | None) -> PrometheusClient:
+        """One client per backend.
+
+        An SLO's own ``spec.prometheus.url`` gets the operator's credentials and headers only
+        when the operator trusts that URL (``--prometheus-trusted-url``): otherwise anyone who
+        may create an SLO could point it at their own server and collect the operator's token.
+        """
+        base = self.options.prometheus
+        key = url or base.url
+        if key not in self.clients:
+            if url is None or url == base.url or url in self.options.trusted_urls:
+                cfg = dataclasses.replace(base, url=key)
+            else:
+                cfg = PrometheusConfig(
+                    url=url,
+                    timeout_s=base.timeout_s,
+                    retries=base.retries,
+                    max_concurrency=base.max_concurrency,
+                )
+            self.clients[key] = PrometheusClient(cfg, observer=metrics.observe_prometheus)
+        return self.clients[key]
+
+    def _on_tick(self, stats: TickStats, entries: list[SloEntry]) -> None:
+        self.last_tick = time.time()
+        metrics.evaluation_duration.observe(stats.seconds)
+        metrics.evaluated_slos.inc(stats.evaluated)
+        for entry in entries:
+            if entry.status:
+                metrics.record_slo(
+                    entry.namespace, entry.name, entry.spec.service, entry.spec.target, entry.status
+                )
+        if stats.evaluated:
+            log.info(
+                "evaluated %d SLOs: %d Prometheus requests, %d status writes, %.3fs",
+                stats.evaluated,
+                stats.requests,
+                stats.writes,
+                stats.seconds,
+            )
+
+    def _register(self) -> None:
+        reg = self.registry
+        kind = (GROUP, VERSION, SLO_KIND.plural)
+
+        @kopf.on.login(registry=reg)
+        def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+            # An explicit registry gets no default login handlers.
+            return connection_info(self.options.kubeconfig, settings)
+
+        @kopf.on.startup(registry=reg)
+        async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+            settings.persistence.finalizer = f"{PREFIX}/finalizer"
+            settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+            settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+                prefix=PREFIX, key="last-handled-configuration"
+            )
+            # kopf's per-handler success Events would drown the ones that matter.
+            settings.posting.level = logging.WARNING
+            settings.peering.name = self.options.peering or "slogate"
+            settings.peering.standalone = self.options.peering is None
+            settings.peering.priority = self.options.priority
+            load_config(self.options.kubeconfig)
+            self.sink = KubeSink(k8s.ApiClient())
+            self.evaluator = Evaluator(
+                self.client_for, self.sink, self.options.evaluator, on_tick=self._on_tick
+            )
+            self.task = asyncio.create_task(self.evaluator.run(), name="slogate-evaluator")
+
+        @kopf.on.cleanup(registry=reg)
+        async def cleanup(**_: Any) -> None:
+            if self.task is not None:
+                self.task.cancel()
+                await asyncio.gather(self.task, return_exceptions=True)
+            for client in self.clients.values():
+                await client.aclose()
+
+        @kopf.on.probe(id="lastEvaluation", registry=reg)
+        def probe(**_: Any) -> float | None:
+            return None if math.isnan(self.last_tick) else self.last_tick
+
+        @kopf.on.resume(*kind, registry=reg)
+        @kopf.on.create(*kind, registry=reg)
+        @kopf.on.update(*kind, field="spec", registry=reg)
+        async def slo_changed(body: kopf.Body, **_: Any) -> None:
+            await self._accept(dict(body))
+
+        @kopf.on.delete(*kind, registry=reg)
+        def slo_deleted(name: str, namespace: str | None, **_: Any) -> None:
+            assert namespace is not None  # the kind is namespaced
+            if self.evaluator is not None:
+                self.evaluator.remove((namespace, name))
+            metrics.forget_slo(namespace, name)
+
+    async def _accept(self, body: dict[str, Any]) -> None:
+        assert self.evaluator is not None and self.sink is not None
+        try:
+            spec = SloSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            # The CRD refuses almost everything the model does; what slips through (e.g. a
+            # CRD installed from an older version) is reported, not crashed on.
+            errors = field_errors({**body, "apiVersion": f"{GROUP}/{VERSION}"})
+            meta = body["metadata"]
+            status = failed_status(
+                body.get("status"),
+                generation=meta.get("generation"),
+                now=time.time(),
+                problem=Problem("InvalidSpec", "; ".join(errors)[:1000]),
+            )
+            await self.sink.write_status(meta["namespace"], meta["name"], status)
+            self.evaluator.remove((meta["namespace"], meta["name"]))
+            return
+        self.evaluator.upsert(body, spec)
+
+    def run(self) -> None:
+        kopf.configure(
+            verbose=False,
+            log_format=kopf.LogFormat.JSON
+            if self.options.log_format == "json"
+            else kopf.LogFormat.PLAIN,
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per query is noise
+        if self.options.metrics_port:
+            start_http_server(self.options.metrics_port, registry=metrics.REGISTRY)
+        kopf.run(
+            registry=self.registry,
+            clusterwide=not self.options.namespaces,
+            namespaces=self.options.namespaces,
+            standalone=self.options.peering is None,
+            peering_name=self.options.peering,
+            priority=self.options.priority,
+            liveness_endpoint=(
+                f"http://0.0.0.0:{self.options.liveness_port}/healthz"
+                if self.options.liveness_port
+                else None
+            ),
+        )

@@ -1,0 +1,149 @@
+"""What the controller remembers about each SLO between ticks.
+
+An entry is derived from the resource (spec, generation) plus what evaluation learned: the
+histogram bucket label for a latency threshold, the per-interval history of bad and total events,
+the last status written. Restarting the controller loses entries, not data: the status is the
+record, and history is rebuilt from Prometheus by one range query.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from slogate.core.durations import parse_duration
+from slogate.core.objective import SloSpec
+from slogate.core.promql import EventQueries, event_queries
+from slogate.core.slo.rules import BurnRule, default_rules
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Burn rates shown in status even when no rule reads them (DESIGN's example status).
+DISPLAY_WINDOWS_S = (300, 1800, 3600, 7200, 21600, 86400, 3 * 86400)
+NOMINAL_PERIOD_S = {"week": 7 * 86400, "month": 30 * 86400, "quarter": 91 * 86400}
+MAX_PERIOD_S = {"week": 7 * 86400, "month": 31 * 86400, "quarter": 92 * 86400}
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def rules_for(spec: SloSpec) -> tuple[BurnRule, ...]:
+    if spec.alerting is not None:
+        return tuple(
+            BurnRule(
+                name=r.name,
+                long_s=parse_duration(r.long),
+                short_s=parse_duration(r.short),
+                burn_rate=r.burn_rate,
+                severity=r.severity,
+            )
+            for r in spec.alerting.rules
+        )
+    return default_rules(nominal_window_s(spec))
+
+
+def nominal_window_s(spec: SloSpec) -> int:
+    """The window the burn-rate factors are scaled to: the rolling window or the period."""
+    if spec.calendar is not None:
+        return NOMINAL_PERIOD_S[spec.calendar.period]
+    return spec.window_seconds
+
+
+def history_span_s(spec: SloSpec) -> int:
+    """How far back the per-interval history must reach for this SLO."""
+    if spec.calendar is not None:
+        return MAX_PERIOD_S[spec.calendar.period]
+    return spec.window_seconds
+
+
+@dataclass
+class SloEntry:
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    spec: SloSpec
+    rules: tuple[BurnRule, ...]
+    windows_s: tuple[int, ...]  # every burn window evaluated, shortest first
+    queries: EventQueries | None  # None until a latency threshold's bucket is resolved
+    le: str | None = None
+    next_due: float = 0.0
+    # Per-interval history (counts indicators): increases over buckets ending at hist_end.
+    hist_end: float = math.nan
+    hist_bad: FloatArray | None = None
+    hist_total: FloatArray | None = None
+    # Long windows of raw-query indicators, refreshed less often: window -> ratio.
+    long_ratios: dict[int, float] = field(default_factory=dict)
+    long_refreshed: float = -math.inf
+    # Budget samples on a shared 5-minute grid for the least-squares forecast fallback.
+    budget_samples: OrderedDict[float, float] = field(default_factory=OrderedDict)
+    status: dict[str, Any] | None = None  # as last written (or found on the resource)
+    last_write: float = -math.inf
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """An object reference for Events."""
+        return {
+            "apiVersion": "slogate.dev/v1alpha1",
+            "kind": "ServiceLevelObjective",
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
+
+    @property
+    def ratio_only(self) -> bool:
+        return self.spec.indicator.query is not None
+
+    @property
+    def interval_s(self) -> int:
+        return parse_duration(self.spec.evaluation.interval)
+
+
+def windows_for(spec: SloSpec, rules: tuple[BurnRule, ...]) -> tuple[int, ...]:
+    span = history_span_s(spec)
+    wanted = {w for w in DISPLAY_WINDOWS_S if w <= span}
+    for rule in rules:
+        wanted.update((rule.long_s, rule.short_s))
+    return tuple(sorted(wanted))
+
+
+def new_entry(body: dict[str, Any], spec: SloSpec, previous: SloEntry | None) -> SloEntry:
+    """An entry for ``body``; what the previous entry learned is kept if still valid."""
+    meta = body.get("metadata") or {}
+    rules = rules_for(spec)
+    queries = None if spec.indicator.latency is not None else event_queries(spec.indicator)
+    entry = SloEntry(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        generation=meta.get("generation"),
+        spec=spec,
+        rules=rules,
+        windows_s=windows_for(spec, rules),
+        queries=queries,
+        status=body.get("status") or (previous.status if previous else None),
+    )
+    if previous is not None:
+        entry.last_write = previous.last_write
+        same_events = previous.spec.indicator == spec.indicator and history_span_s(
+            previous.spec
+        ) == history_span_s(spec)
+        if same_events:
+            entry.le, entry.queries = previous.le, previous.queries
+            entry.hist_end, entry.hist_bad, entry.hist_total = (
+                previous.hist_end,
+                previous.hist_bad,
+                previous.hist_total,
+            )
+            entry.long_ratios, entry.long_refreshed = previous.long_ratios, previous.long_refreshed
+            entry.budget_samples = previous.budget_samples
+    return entry

@@ -1,0 +1,618 @@
+"""The evaluation loop: every due SLO, a few batched Prometheus requests, one vectorized math call.
+
+Per tick and Prometheus backend:
+
+1. latency SLOs without a resolved bucket ask for the histogram's ``le`` values (once);
+2. counts SLOs whose history is missing or a bucket behind get one batched range query of
+   per-interval increases (the whole window once after start, one new bucket per hour after);
+3. one batched instant query per ``batch_size`` SLOs answers every short window plus the tail
+   since the last bucket boundary, for bad and total events;
+4. long windows (1d, 3d, the compliance window) are summed from the history
+   (``slogate.core.increments``), the math runs once per rule set, and a status is written only
+   when something a user sees changed, or as a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from slogate.controller.entries import (
+    Key,
+    SloEntry,
+    history_span_s,
+    new_entry,
+    nominal_window_s,
+)
+from slogate.core.durations import format_duration
+from slogate.core.increments import bucket_end, window_sums
+from slogate.core.objective import SloSpec
+from slogate.core.promql import (
+    QUERY_LABEL,
+    batch,
+    bucket_bounds_query,
+    event_queries,
+    match_bucket,
+    render,
+)
+from slogate.core.slo.calendar import calendar_period
+from slogate.core.slo.evaluate import evaluate
+from slogate.core.slo.inputs import SloBatch
+from slogate.core.slo.recommend import dependency_bound
+from slogate.core.status import (
+    Event,
+    Problem,
+    evaluated_status,
+    failed_status,
+    needs_write,
+    transitions,
+)
+from slogate.prometheus.client import PrometheusClient, QueryResult
+from slogate.prometheus.errors import PrometheusError
+
+log = logging.getLogger("slogate.evaluator")
+
+BUDGET_GRID_S = 300  # least-squares fallback samples: one per 5 minutes ...
+BUDGET_SAMPLES = 288  # ... over the last day
+
+
+class StatusSink(Protocol):
+    """Where statuses and Events go (the API server in production)."""
+
+    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool: ...
+
+    async def post_event(self, ref: dict[str, Any], event: Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class EvaluatorSettings:
+    tick_s: float = 1.0  # how often the loop looks for due SLOs
+    heartbeat_s: float = 300.0  # rewrite an unchanged status this often
+    batch_size: int = 50  # SLOs per instant query
+    history_batch_size: int = 10  # SLOs per history range query (bounded Prometheus memory)
+    step_s: int = 3600  # history bucket
+    direct_max_s: int = 6 * 3600  # windows up to this are asked directly every tick
+    long_refresh_s: float = 300.0  # raw-query long windows are re-asked this often
+
+
+@dataclass
+class TickStats:
+    evaluated: int = 0
+    requests: int = 0
+    writes: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+    by_backend: dict[str, int] = field(default_factory=dict)
+
+
+ClientFactory = Callable[[str | None], PrometheusClient]
+
+
+class Evaluator:
+    def __init__(
+        self,
+        clients: ClientFactory,
+        sink: StatusSink,
+        settings: EvaluatorSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        on_tick: Callable[[TickStats, list[SloEntry]], None] | None = None,
+    ) -> None:
+        self.clients = clients
+        self.sink = sink
+        self.settings = settings or EvaluatorSettings()
+        self.clock = clock
+        self.on_tick = on_tick
+        self.entries: dict[Key, SloEntry] = {}
+        self._wake = asyncio.Event()
+
+    # --- registry (called by the kopf handlers) ----------------------------------------------
+
+    def upsert(self, body: dict[str, Any], spec: SloSpec) -> SloEntry:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        entry = new_entry(body, spec, self.entries.get(key))
+        entry.next_due = 0.0  # a new or changed SLO is evaluated at once
+        self.entries[key] = entry
+        self._wake.set()
+        return entry
+
+    def remove(self, key: Key) -> SloEntry | None:
+        return self.entries.pop(key, None)
+
+    # --- loop --------------------------------------------------------------------------------
+
+    async def run(self, active: Callable[[], bool] = lambda: True) -> None:
+        """Evaluate due SLOs forever; ``active`` pauses evaluation (e.g. a standby peer)."""
+        while True:
+            try:
+                if active():
+                    await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop every SLO's evaluation; log and go on
+                log.exception("evaluation tick failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.tick_s)
+
+    async def tick(self) -> TickStats:
+        started = time.monotonic()
+        now = float(math.floor(self.clock()))
+        due = [e for e in self.entries.values() if e.next_due <= now]
+        stats = TickStats()
+        if not due:
+            return stats
+        for entry in due:
+            # On the interval's grid, so SLOs with equal intervals share ticks and requests.
+            entry.next_due = (now // entry.interval_s + 1) * entry.interval_s
+        by_backend: dict[str | None, list[SloEntry]] = defaultdict(list)
+        for entry in due:
+            by_backend[entry.spec.prometheus.url if entry.spec.prometheus else None].append(entry)
+        outcomes: dict[Key, dict[str, Any]] = {}
+        for url, group in by_backend.items():
+            client = self.clients(url)
+            before = client.request_count
+            await self._evaluate_backend(client, group, now, outcomes)
+            used = client.request_count - before
+            stats.requests += used
+            stats.by_backend[url or "default"] = used
+        for entry in due:
+            new = outcomes.get(entry.key)
+            if new is None:
+                continue
+            stats.evaluated += 1
+            if (new.get("conditions") or []) and _ready(new) is False and _stale(new):
+                stats.failures += 1
+            if needs_write(entry.status, new, entry.last_write, now, self.settings.heartbeat_s):
+                old = entry.status
+                if await self.sink.write_status(entry.namespace, entry.name, new):
+                    stats.writes += 1
+                    entry.status = new
+                    entry.last_write = now
+                    for event in transitions(old, new):
+                        await self.sink.post_event(entry.ref, event)
+            else:
+                entry.status = {
+                    **new,
+                    "lastEvaluationTime": (entry.status or {}).get(
+                        "lastEvaluationTime", new.get("lastEvaluationTime")
+                    ),
+                }
+        stats.seconds = time.monotonic() - started
+        if self.on_tick is not None:
+            self.on_tick(stats, due)
+        return stats
+
+    # --- one backend -------------------------------------------------------------------------
+
+    async def _evaluate_backend(
+        self,
+        client: PrometheusClient,
+        group: list[SloEntry],
+        now: float,
+        outcomes: dict[Key, dict[str, Any]],
+    ) -> None:
+        problems: dict[Key, list[Problem]] = defaultdict(list)
+        failed: dict[Key, Problem] = {}
+
+        await self._resolve_buckets(client, group, problems, failed)
+        ready = [e for e in group if e.key not in failed and e.queries is not None]
+        counts = [e for e in ready if not e.ratio_only]
+        ratios = [e for e in ready if e.ratio_only]
+        boundary = bucket_end(now, self.settings.step_s)
+        await self._fill_history(client, counts, boundary, failed)
+        short: dict[Key, dict[str, float]] = {}
+        await self._short_windows(
+            client, [e for e in counts if e.key not in failed], now, boundary, short, failed
+        )
+        await self._ratio_windows(
+            client, [e for e in ratios if e.key not in failed], now, short, failed
+        )
+        evaluable = [e for e in ready if e.key not in failed]
+        for entry in evaluable:
+            problems[entry.key].extend(self._dependency_problems(entry))
+        for rules, members in _group_by_rules(evaluable).items():
+            del rules
+            results = self._compute(members, short, now, boundary)
+            for entry, result in zip(members, results, strict=True):
+                outcomes[entry.key] = evaluated_status(
+                    result,
+                    entry.status,
+                    generation=entry.generation,
+                    now=now,
+                    problems=problems[entry.key],
+                )
+                self._sample_budget(entry, now, result.consumed)
+        for entry in group:
+            if entry.key in failed:
+                outcomes[entry.key] = failed_status(
+                    entry.status,
+                    generation=entry.generation,
+                    now=now,
+                    problem=failed[entry.key],
+                )
+
+    async def _resolve_buckets(
+        self,
+        client: PrometheusClient,
+        group: list[SloEntry],
+        problems: dict[Key, list[Problem]],
+        failed: dict[Key, Problem],
+    ) -> None:
+        for entry in group:
+            latency = entry.spec.indicator.latency
+            if latency is None or entry.queries is not None:
+                continue
+            try:
+                result = await client.instant(bucket_bounds_query(entry.spec.indicator))
+            except PrometheusError as exc:
+                failed[entry.key] = Problem(exc.reason, str(exc))
+                continue
+            bounds = [s.labels.get("le", "") for s in result.samples]
+            le = match_bucket(latency.threshold, bounds)
+            if le is None:
+                listed = sorted((b for b in bounds if _is_number(b)), key=float)
+                failed[entry.key] = Problem(
+                    "ThresholdNotABucket" if listed else "HistogramNotFound",
+                    f"threshold {latency.threshold:g} is not a bucket bound of "
+                    f"{latency.histogram}; its bounds are {', '.join(listed)}"
+                    if listed
+                    else f"no {latency.histogram} buckets found in Prometheus",
+                )
+                continue
+            entry.le = le
+            entry.queries = event_queries(entry.spec.indicator, le)
+
+    async def _fill_history(
+        self,
+        client: PrometheusClient,
+        entries: list[SloEntry],
+        boundary: float,
+        failed: dict[Key, Problem],
+    ) -> None:
+        step = self.settings.step_s
+        needs: dict[tuple[float, float], list[SloEntry]] = defaultdict(list)
+        for entry in entries:
+            size = math.ceil(history_span_s(entry.spec) / step) + 1
+            if (
+                entry.hist_bad is None
+                or entry.hist_bad.shape[0] != size
+                or not (boundary - size * step < entry.hist_end)
+            ):
+                entry.hist_bad = np.full(size, np.nan)
+                entry.hist_total = np.full(size, np.nan)
+                entry.hist_end = boundary - size * step
+            if entry.hist_end < boundary:
+                start = entry.hist_end + step
+                needs[(start, boundary)].append(entry)
+        for (start, end), members in needs.items():
+            for chunk in _chunks(members, self.settings.history_batch_size):
+                parts: list[tuple[str, str]] = []
+                for i, entry in enumerate(chunk):
+                    assert entry.queries is not None and entry.queries.total is not None
+                    window = format_duration(step)
+                    parts.append((f"{i}/b", render(entry.queries.bad, window)))
+                    parts.append((f"{i}/t", render(entry.queries.total, window)))
+                try:
+                    result = await client.range(batch(parts), start, end, step)
+                except PrometheusError as exc:
+                    for entry in chunk:
+                        failed[entry.key] = Problem(exc.reason, str(exc))
+                    continue
+                got: dict[str, tuple[Any, Any]] = {}
+                for series in result.series:
+                    got[series.labels.get(QUERY_LABEL, "")] = (series.timestamps, series.values)
+                n_new = round((end - start) / step) + 1
+                for i, entry in enumerate(chunk):
+                    for kind in ("b", "t"):
+                        fresh = np.full(n_new, np.nan)
+                        if f"{i}/{kind}" in got:
+                            ts, vs = got[f"{i}/{kind}"]
+                            idx = np.rint((np.asarray(ts) - start) / step).astype(np.int64)
+                            ok = (idx >= 0) & (idx < n_new)
+                            fresh[idx[ok]] = np.asarray(vs, dtype=np.float64)[ok]
+                        fresh[~np.isfinite(fresh)] = np.nan
+                        old = entry.hist_bad if kind == "b" else entry.hist_total
+                        assert old is not None
+                        merged = np.concatenate([old, fresh])[-old.shape[0] :]
+                        if kind == "b":
+                            entry.hist_bad = merged
+                        else:
+                            entry.hist_total = merged
+                    entry.hist_end = end
+
+    async def _short_windows(
+        self,
+        client: PrometheusClient,
+        entries: list[SloEntry],
+        now: float,
+        boundary: float,
+        short: dict[Key, dict[str, float]],
+        failed: dict[Key, Problem],
+    ) -> None:
+        tail_s = int(now - boundary)
+        for chunk in _chunks(entries, self.settings.batch_size):
+            parts: list[tuple[str, str]] = []
+            for i, entry in enumerate(chunk):
+                assert entry.queries is not None and entry.queries.total is not None
+                windows = [w for w in entry.windows_s if w <= self.settings.direct_max_s]
+                labels = [format_duration(w) for w in windows]
+                if tail_s > 0:
+                    labels.append(f"{tail_s}s")
+                for label in labels:
+                    parts.append((f"{i}/b/{label}", render(entry.queries.bad, label)))
+                    parts.append((f"{i}/t/{label}", render(entry.queries.total, label)))
+            try:
+                result = await client.instant(batch(parts), now)
+            except PrometheusError as exc:
+                for entry in chunk:
+                    failed[entry.key] = Problem(exc.reason, str(exc))
+                continue
+            values = _by_key(result)
+            for i, entry in enumerate(chunk):
+                prefix = f"{i}/"
+                short[entry.key] = {
+                    k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)
+                }
+
+    async def _ratio_windows(
+        self,
+        client: PrometheusClient,
+        entries: list[SloEntry],
+        now: float,
+        short: dict[Key, dict[str, float]],
+        failed: dict[Key, Problem],
+    ) -> None:
+        for chunk in _chunks(entries, self.settings.batch_size):
+            parts: list[tuple[str, str]] = []
+            refresh = []
+            for i, entry in enumerate(chunk):
+                assert entry.queries is not None
+                windows = [w for w in entry.windows_s if w <= self.settings.direct_max_s]
+                if now - entry.long_refreshed >= self.settings.long_refresh_s:
+                    refresh.append(entry)
+                    windows += [w for w in entry.windows_s if w > self.settings.direct_max_s]
+                    windows.append(self._compliance_span(entry, now))
+                for w in windows:
+                    parts.append((f"{i}/r/{w}", render(entry.queries.bad, _range(w))))
+            try:
+                result = await client.instant(batch(parts), now)
+            except PrometheusError as exc:
+                for entry in chunk:
+                    failed[entry.key] = Problem(exc.reason, str(exc))
+                continue
+            values, counts = _by_key(result), _key_counts(result)
+            for i, entry in enumerate(chunk):
+                multi = [k for k, c in counts.items() if k.startswith(f"{i}/") and c > 1]
+                if multi:
+                    failed[entry.key] = Problem(
+                        "QueryReturnedManySeries",
+                        "errorRatio returned more than one series; aggregate it to one, "
+                        "e.g. with sum(...) / sum(...)",
+                    )
+                    continue
+                got = {int(k.split("/")[2]): v for k, v in values.items() if k.startswith(f"{i}/")}
+                if entry in refresh:
+                    entry.long_ratios = {
+                        w: got.get(w, math.nan)
+                        for w in [*entry.windows_s, self._compliance_span(entry, now)]
+                        if w > self.settings.direct_max_s
+                    }
+                    entry.long_refreshed = now
+                short[entry.key] = {format_duration(w): v for w, v in got.items()}
+
+    # --- math --------------------------------------------------------------------------------
+
+    def _compliance_span(self, entry: SloEntry, now: float) -> int:
+        cal = entry.spec.calendar
+        if cal is None:
+            return entry.spec.window_seconds
+        start, _ = calendar_period(now, cal.period, cal.time_zone)
+        return max(int(now - start), 1)
+
+    def _compute(
+        self,
+        members: list[SloEntry],
+        short: dict[Key, dict[str, float]],
+        now: float,
+        boundary: float,
+    ) -> list[Any]:
+        rules = members[0].rules
+        windows = sorted({w for e in members for w in e.windows_s})
+        n, w_count = len(members), len(windows)
+        step = self.settings.step_s
+        tail_s = now - boundary
+        bad = np.full((n, w_count), np.nan)
+        total = np.full((n, w_count), np.nan)
+        comp_bad = np.full(n, np.nan)
+        comp_total = np.full(n, np.nan)
+        window_s = np.zeros(n)
+        period_start = np.full(n, np.nan)
+        period_end = np.full(n, np.nan)
+        ratio_only = np.zeros(n, dtype=bool)
+        dep = np.full(n, np.nan)
+        t_max = max((e.hist_bad.shape[0] for e in members if e.hist_bad is not None), default=0)
+        hist_bad = np.full((n, t_max + 1 if t_max else 0), np.nan)
+        hist_total = np.full_like(hist_bad, np.nan)
+        grid = [
+            bucket_end(now, BUDGET_GRID_S) - BUDGET_GRID_S * k
+            for k in range(BUDGET_SAMPLES - 1, -1, -1)
+        ]
+        consumed_hist = np.full((n, len(grid)), np.nan)
+        for i, entry in enumerate(members):
+            values = short.get(entry.key, {})
+            cal = entry.spec.calendar
+            window_s[i] = entry.spec.window_seconds if cal is None else _nominal(entry)
+            if cal is not None:
+                period_start[i], period_end[i] = calendar_period(now, cal.period, cal.time_zone)
+            dep[i] = self._dependency_bound(entry)
+            for k, t in enumerate(grid):
+                consumed_hist[i, k] = entry.budget_samples.get(t, np.nan)
+            if entry.ratio_only:
+                ratio_only[i] = True
+                for j, w in enumerate(windows):
+                    if w not in entry.windows_s:
+                        continue
+                    r = values.get(format_duration(w), entry.long_ratios.get(w, np.nan))
+                    if _finite(r):
+                        bad[i, j], total[i, j] = r, 1.0
+                span = self._compliance_span(entry, now)
+                r = values.get(format_duration(span), entry.long_ratios.get(span, np.nan))
+                if _finite(r):
+                    comp_bad[i], comp_total[i] = r, 1.0
+                continue
+            tail_label = f"{int(tail_s)}s"
+            tail_b = values.get(f"b/{tail_label}", 0.0 if tail_s < 1 else np.nan)
+            tail_t = values.get(f"t/{tail_label}", 0.0 if tail_s < 1 else np.nan)
+            hb, ht = entry.hist_bad, entry.hist_total
+            assert hb is not None and ht is not None
+            derived = [w for w in windows if w > self.settings.direct_max_s]
+            spans = [*derived, self._compliance_span(entry, now)]
+            sums_b = window_sums(hb[None, :], np.array([tail_b]), tail_s, step, spans)[0]
+            sums_t = window_sums(ht[None, :], np.array([tail_t]), tail_s, step, spans)[0]
+            for j, w in enumerate(windows):
+                if w not in entry.windows_s:
+                    continue
+                if w <= self.settings.direct_max_s:
+                    b = values.get(f"b/{format_duration(w)}", np.nan)
+                    t = values.get(f"t/{format_duration(w)}", np.nan)
+                else:
+                    k = derived.index(w)
+                    b, t = float(sums_b[k]), float(sums_t[k])
+                if _finite(b) and _finite(t):
+                    bad[i, j], total[i, j] = max(b, 0.0), max(t, 0.0)
+            if _finite(sums_b[-1]) and _finite(sums_t[-1]):
+                comp_bad[i], comp_total[i] = max(sums_b[-1], 0.0), max(sums_t[-1], 0.0)
+            size = hb.shape[0]
+            hist_bad[i, t_max - size : t_max] = hb
+            hist_total[i, t_max - size : t_max] = ht
+            hist_bad[i, t_max] = tail_b
+            hist_total[i, t_max] = tail_t
+        min_events = np.array([float(e.spec.evaluation.min_events) for e in members])
+        result = evaluate(
+            SloBatch(
+                target=np.array([e.spec.target for e in members]),
+                windows_s=np.array(windows, dtype=np.int64),
+                bad=bad,
+                total=total,
+                compliance_bad=comp_bad,
+                compliance_total=comp_total,
+                window_s=window_s,
+                now=now,
+                min_events=min_events,
+                ratio_only=ratio_only,
+                period_start=period_start,
+                period_end=period_end,
+                hist_bad=hist_bad,
+                hist_total=hist_total,
+                step_s=float(step),
+                budget_times=np.array(grid, dtype=np.float64),
+                budget_consumed=consumed_hist,
+                dependency_bound=dep,
+            ),
+            rules,
+        )
+        return list(result.results())
+
+    def _sample_budget(self, entry: SloEntry, now: float, consumed: float | None) -> None:
+        if consumed is None:
+            return
+        slot = bucket_end(now, BUDGET_GRID_S)
+        entry.budget_samples[slot] = consumed
+        while len(entry.budget_samples) > BUDGET_SAMPLES:
+            entry.budget_samples.popitem(last=False)
+
+    # --- dependencies ------------------------------------------------------------------------
+
+    def _dependency_targets(self, entry: SloEntry) -> tuple[list[float], list[str]]:
+        targets, missing = [], []
+        for dep in entry.spec.depends_on:
+            key = dep.resolve(entry.namespace)
+            other = self.entries.get(key)
+            if other is None:
+                missing.append(f"{key[0]}/{key[1]}")
+            else:
+                targets.append(other.spec.target)
+        return targets, missing
+
+    def _dependency_bound(self, entry: SloEntry) -> float:
+        targets, missing = self._dependency_targets(entry)
+        if not targets or missing:
+            return math.nan
+        return dependency_bound(targets)
+
+    def _dependency_problems(self, entry: SloEntry) -> list[Problem]:
+        _, missing = self._dependency_targets(entry)
+        if not missing:
+            return []
+        return [
+            Problem(
+                "UnknownDependency", f"dependsOn names SLOs that do not exist: {', '.join(missing)}"
+            )
+        ]
+
+
+def _nominal(entry: SloEntry) -> float:
+    return float(nominal_window_s(entry.spec))
+
+
+def _range(seconds: int) -> str:
+    return format_duration(seconds)
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _by_key(result: QueryResult) -> dict[str, float]:
+    return {s.labels.get(QUERY_LABEL, ""): s.value for s in result.samples}
+
+
+def _key_counts(result: QueryResult) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for s in result.samples:
+        counts[s.labels.get(QUERY_LABEL, "")] += 1
+    return counts
+
+
+def _chunks(items: Sequence[SloEntry], size: int) -> Iterable[list[SloEntry]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _group_by_rules(entries: Iterable[SloEntry]) -> dict[Any, list[SloEntry]]:
+    groups: dict[Any, list[SloEntry]] = defaultdict(list)
+    for entry in entries:
+        groups[entry.rules].append(entry)
+    return groups
+
+
+def _ready(status: dict[str, Any]) -> bool | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Ready":
+            return bool(c.get("status") == "True")
+    return None
+
+
+def _stale(status: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Stale" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )

@@ -1,0 +1,97 @@
+"""Writing to the API server: SLO status (JSON patch) and Events.
+
+The status is written with a JSON patch ``add /status``, not a merge patch: in a merge patch
+``null`` deletes a key, and a window without traffic must read ``null``, not disappear. The
+controller owns the whole status, so replacing it never clobbers someone else's field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import socket
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from slogate import metrics
+from slogate.core.resources import GROUP, SLO_KIND, VERSION
+from slogate.core.status import Event
+
+log = logging.getLogger("slogate.kube")
+
+
+class KubeSink:
+    """Status and Events through the official client (run in threads; it is synchronous)."""
+
+    def __init__(self, api: k8s.ApiClient, component: str = "slogate-controller") -> None:
+        self.custom = k8s.CustomObjectsApi(api)
+        self.core = k8s.CoreV1Api(api)
+        self.component = component
+        self.instance = socket.gethostname()
+        self.writes = 0
+
+    async def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        body = [{"op": "add", "path": "/status", "value": status}]
+        try:
+            await asyncio.to_thread(
+                functools.partial(
+                    self.custom.patch_namespaced_custom_object_status,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    SLO_KIND.plural,
+                    name,
+                    body,
+                    _content_type="application/json-patch+json",
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # deleted meanwhile: nothing to write to
+                return False
+            log.warning(
+                "status write for %s/%s failed: %s %s %s",
+                namespace,
+                name,
+                exc.status,
+                exc.reason,
+                str(exc.body)[:500],
+            )
+            return False
+        except Exception as exc:
+            log.warning("status write for %s/%s failed: %s", namespace, name, exc)
+            return False
+        self.writes += 1
+        metrics.status_writes.labels("ServiceLevelObjective").inc()
+        return True
+
+    async def post_event(self, ref: dict[str, Any], event: Event) -> None:
+        await post_event(self.core, ref, event, self.component, self.instance)
+
+
+async def post_event(
+    core: k8s.CoreV1Api, ref: dict[str, Any], event: Event, component: str, instance: str
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    body = {
+        "metadata": {"generateName": f"{ref['name']}.", "namespace": ref["namespace"]},
+        "involvedObject": ref,
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "source": {"component": component},
+        "firstTimestamp": now.isoformat(),
+        "lastTimestamp": now.isoformat(),
+        "count": 1,
+        "reportingComponent": f"slogate.dev/{component}",
+        "reportingInstance": instance,
+    }
+    try:
+        await asyncio.to_thread(core.create_namespaced_event, ref["namespace"], body)  # type: ignore[arg-type]
+    except Exception as exc:
+        log.warning(
+            "event %s on %s/%s not posted: %s", event.reason, ref["namespace"], ref["name"], exc
+        )

@@ -1,0 +1,286 @@
+"""An SLO's status document, its conditions, and what changed between two of them.
+
+Pure functions over plain dicts (the status exactly as it is stored), so the controller's only
+jobs are to fetch numbers, call these, and write what they return.
+
+Conditions (Kubernetes API conventions: type, status, reason, message, lastTransitionTime,
+observedGeneration; the transition time only moves when ``status`` flips):
+
+- ``Ready``: the last evaluation succeeded and the spec is usable.
+- ``Stale``: the numbers shown are older than the last attempt (Prometheus failed); values are
+  the last good ones.
+- ``NoData``: no events over the compliance window, so budget and SLI are unknown.
+- ``BudgetExhausted``: remaining budget is at or below zero.
+- ``Achievable``: the target is at or below the dependency bound (Unknown without dependencies).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from slogate.core.slo.evaluate import SloResult
+from slogate.core.slo.message import format_burn, format_percent
+
+CONDITION_TYPES = ("Ready", "Stale", "NoData", "BudgetExhausted", "Achievable")
+HEARTBEAT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an SLO cannot be (fully) evaluated: a condition reason and a message for humans."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def rfc3339(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(round(epoch), tz=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def coarse_time(when: float, now: float) -> float:
+    """A forecast time rounded to what its distance justifies (a minute within the hour, ten
+    minutes within the day, an hour beyond), so that it does not move, and cause a status
+    write, on every evaluation."""
+    ahead = when - now
+    grain = 60.0 if ahead < 3600 else 600.0 if ahead < 86400 else 3600.0
+    return round(when / grain) * grain
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    now: float,
+    generation: int | None,
+) -> None:
+    """Insert or update one condition in place, keeping lastTransitionTime unless it flips."""
+    for cond in conditions:
+        if cond["type"] == type_:
+            if cond["status"] != status:
+                cond["lastTransitionTime"] = rfc3339(now)
+            cond.update(
+                status=status, reason=reason, message=message, observedGeneration=generation
+            )
+            return
+    conditions.append(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": rfc3339(now),
+            "observedGeneration": generation,
+        }
+    )
+
+
+def _copy_conditions(previous: dict[str, Any] | None) -> list[dict[str, Any]]:
+    conds = (previous or {}).get("conditions") or []
+    return [dict(c) for c in conds if c.get("type") in CONDITION_TYPES]
+
+
+def summary(status: dict[str, Any]) -> dict[str, str | None]:
+    """The strings ``kubectl get slo`` shows (printer columns cannot format numbers)."""
+    sli = status.get("sli")
+    remaining = (status.get("errorBudget") or {}).get("remaining")
+    burn1h = (status.get("burnRates") or {}).get("1h")
+    return {
+        "sli": None if sli is None else _sli_text(sli),
+        "budget": None if remaining is None else format_percent(remaining),
+        "burn1h": None if burn1h is None else format_burn(burn1h),
+    }
+
+
+def _sli_text(sli: float) -> str:
+    text = f"{sli * 100:.3f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def evaluated_status(
+    result: SloResult,
+    previous: dict[str, Any] | None,
+    *,
+    generation: int | None,
+    now: float,
+    problems: list[Problem],
+) -> dict[str, Any]:
+    """The status after a successful evaluation; ``problems`` (e.g. an unknown dependency or a
+    latency threshold that is not a bucket bound) make Ready False but keep the numbers."""
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "lastEvaluationTime": rfc3339(now),
+        **result.to_status(),
+    }
+    when = result.forecast.exhaustion_time
+    status["forecast"]["exhaustionTime"] = None if when is None else rfc3339(coarse_time(when, now))
+    conds = _copy_conditions(previous)
+    if problems:
+        set_condition(
+            conds,
+            "Ready",
+            "False",
+            problems[0].reason,
+            "; ".join(p.message for p in problems),
+            now,
+            generation,
+        )
+    else:
+        set_condition(
+            conds,
+            "Ready",
+            "True",
+            "Evaluated",
+            "SLI, budget and burn rates are current",
+            now,
+            generation,
+        )
+    set_condition(conds, "Stale", "False", "Fresh", "", now, generation)
+    no_data = result.sli is None
+    set_condition(
+        conds,
+        "NoData",
+        "True" if no_data else "False",
+        "NoTraffic" if no_data else "HasTraffic",
+        "no events over the compliance window; budget and SLI are unknown" if no_data else "",
+        now,
+        generation,
+    )
+    remaining = result.remaining
+    if remaining is None:
+        set_condition(conds, "BudgetExhausted", "Unknown", "NoData", "", now, generation)
+    elif remaining <= 0:
+        set_condition(
+            conds,
+            "BudgetExhausted",
+            "True",
+            "BudgetSpent",
+            f"error budget remaining {format_percent(remaining)}",
+            now,
+            generation,
+        )
+    else:
+        set_condition(
+            conds,
+            "BudgetExhausted",
+            "False",
+            "BudgetLeft",
+            f"error budget remaining {format_percent(remaining)}",
+            now,
+            generation,
+        )
+    rec = result.recommendation
+    if rec.achievable is None:
+        set_condition(conds, "Achievable", "Unknown", "NoDependencyBound", "", now, generation)
+    else:
+        set_condition(
+            conds,
+            "Achievable",
+            "True" if rec.achievable else "False",
+            "WithinDependencyBound" if rec.achievable else "AboveDependencyBound",
+            f"dependencies allow at most {rec.dependency_bound}%",
+            now,
+            generation,
+        )
+    status["conditions"] = conds
+    status["summary"] = summary(status)
+    return status
+
+
+def failed_status(
+    previous: dict[str, Any] | None,
+    *,
+    generation: int | None,
+    now: float,
+    problem: Problem,
+) -> dict[str, Any]:
+    """The status after a failed evaluation: the last good numbers, marked Stale and not Ready."""
+    status = dict(previous or {})
+    status["observedGeneration"] = generation
+    conds = _copy_conditions(previous)
+    set_condition(conds, "Ready", "False", problem.reason, problem.message, now, generation)
+    set_condition(
+        conds,
+        "Stale",
+        "True",
+        problem.reason,
+        "showing the last good evaluation"
+        if previous and previous.get("sli") is not None
+        else "no successful evaluation yet",
+        now,
+        generation,
+    )
+    status["conditions"] = conds
+    if not status.get("risk"):
+        status["risk"] = "UNKNOWN"
+    status["message"] = f"Evaluation failed: {problem.message}"
+    status["summary"] = summary(status)
+    return status
+
+
+def visible(status: dict[str, Any] | None) -> dict[str, Any]:
+    """What a user sees, without the timestamps that move on every evaluation."""
+    if not status:
+        return {}
+    out = {k: v for k, v in status.items() if k != "lastEvaluationTime"}
+    out["conditions"] = sorted(
+        (
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in status.get("conditions") or []
+        ),
+        key=lambda c: str(c.get("type")),
+    )
+    return out
+
+
+def needs_write(
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    last_write: float,
+    now: float,
+    heartbeat_s: float = HEARTBEAT_S,
+) -> bool:
+    """Write when something a user sees changed, or as a heartbeat so lastEvaluationTime stays
+    recent enough to tell a live controller from a dead one."""
+    return visible(old) != visible(new) or now - last_write >= heartbeat_s
+
+
+def _cond(status: dict[str, Any] | None, type_: str) -> str | None:
+    for c in (status or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("status"))
+    return None
+
+
+def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[Event]:
+    """Events worth telling on-call about, each only when the state changes (never per tick)."""
+    events: list[Event] = []
+    msg = str(new.get("message") or "")
+    if _cond(new, "BudgetExhausted") == "True" and _cond(old, "BudgetExhausted") != "True":
+        events.append(Event("Warning", "BudgetExhausted", msg))
+    old_pages = set((old or {}).get("firing") or [])
+    new_firing = set(new.get("firing") or [])
+    started = sorted(new_firing - old_pages)
+    if started:
+        events.append(Event("Warning", "BurnRateFiring", f"{', '.join(started)} firing: {msg}"))
+    old_risk, new_risk = (old or {}).get("risk"), new.get("risk")
+    if old_risk in ("FREEZE", "DANGER") and new_risk in ("SAFE", "OBSERVE"):
+        events.append(Event("Normal", "Recovered", f"risk {old_risk} -> {new_risk}: {msg}"))
+    ready_old, ready_new = _cond(old, "Ready"), _cond(new, "Ready")
+    if ready_new == "False" and ready_old != "False":
+        reason = next(c["reason"] for c in new["conditions"] if c["type"] == "Ready")
+        message = next(c["message"] for c in new["conditions"] if c["type"] == "Ready")
+        events.append(Event("Warning", reason, message))
+    elif ready_new == "True" and ready_old == "False":
+        events.append(Event("Normal", "EvaluationRecovered", "evaluation succeeds again"))
+    return events

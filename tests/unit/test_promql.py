@@ -1,0 +1,109 @@
+"""PromQL built from indicators: the strings Prometheus will run."""
+
+import pytest
+
+from slogate.core.objective import Indicator
+from slogate.core.promql import (
+    batch,
+    bucket_bounds_query,
+    event_queries,
+    match_bucket,
+    parse_selector,
+    render,
+)
+
+
+def test_errors_ratio_defaults_missing_error_series_to_zero() -> None:
+    q = event_queries(
+        Indicator.model_validate(
+            {
+                "ratio": {
+                    "errors": 'http_requests_total{code=~"5.."}',
+                    "total": "http_requests_total",
+                }
+            }
+        )
+    )
+    assert q.kind == "counts"
+    assert render(q.bad, "5m") == (
+        '(sum(increase(http_requests_total{code=~"5.."}[5m])) or vector(0))'
+    )
+    assert q.total is not None
+    assert render(q.total, "30d") == "sum(increase(http_requests_total[30d]))"
+
+
+def test_good_ratio_counts_bad_as_total_minus_good() -> None:
+    q = event_queries(
+        Indicator.model_validate({"ratio": {"good": 'req_total{ok="1"}', "total": "req_total"}})
+    )
+    assert render(q.bad, "1h") == (
+        '(sum(increase(req_total[1h])) - (sum(increase(req_total{ok="1"}[1h])) or vector(0)))'
+    )
+
+
+def test_latency_reads_the_bucket_with_its_exact_le() -> None:
+    ind = Indicator.model_validate(
+        {"latency": {"histogram": 'rpc_seconds{job="api"}', "threshold": 0.3}}
+    )
+    assert bucket_bounds_query(ind) == 'count by (le) (rpc_seconds_bucket{job="api"})'
+    q = event_queries(ind, le="0.30")
+    assert 'rpc_seconds_bucket{job="api",le="0.30"}' in q.bad
+    assert q.total == 'sum(increase(rpc_seconds_count{job="api"}[{{window}}]))'
+    with pytest.raises(ValueError, match="le label"):
+        event_queries(ind)
+
+
+def test_query_indicator_is_a_ratio() -> None:
+    q = event_queries(
+        Indicator.model_validate(
+            {"query": {"errorRatio": "sum(rate(e[{{window}}])) / sum(rate(t[{{window}}]))"}}
+        )
+    )
+    assert q.kind == "ratio"
+    assert q.total is None
+    assert render(q.bad, "6h") == "(sum(rate(e[6h])) / sum(rate(t[6h])))"
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "matchers"),
+    [
+        ("up", "up", ""),
+        ('up{job="a"}', "up", 'job="a"'),
+        ('{__name__="rpc_seconds", job="a"}', "rpc_seconds", 'job="a"'),
+        ('  x_total { a="1" , b=~"2" } ', "x_total", 'a="1" , b=~"2"'),
+    ],
+)
+def test_parse_selector(text: str, name: str, matchers: str) -> None:
+    sel = parse_selector(text)
+    assert (sel.name, sel.matchers) == (name, matchers)
+
+
+def test_named_selector_renders_with_suffix_and_extra_matcher() -> None:
+    sel = parse_selector('{__name__="rpc_seconds", job="a"}')
+    assert sel.render("_bucket", 'le="1"') == 'rpc_seconds_bucket{job="a",le="1"}'
+
+
+@pytest.mark.parametrize(
+    ("threshold", "bounds", "found"),
+    [
+        (0.3, ["0.1", "0.30", "+Inf"], "0.30"),
+        (0.3, ["0.1", "0.3"], "0.3"),
+        (0.3, ["3e-01"], "3e-01"),
+        (0.25, ["0.1", "0.3", "+Inf"], None),
+        (1.0, ["1", "junk"], "1"),
+    ],
+)
+def test_match_bucket_compares_numbers_not_strings(
+    threshold: float, bounds: list[str], found: str | None
+) -> None:
+    assert match_bucket(threshold, bounds) == found
+
+
+def test_batch_tags_every_part() -> None:
+    expr = batch([("a", "sum(x)"), ('b"c', "sum(y)")])
+    assert expr == (
+        'label_replace(sum(x), "slogate_q", "a", "", "") or '
+        'label_replace(sum(y), "slogate_q", "b\\"c", "", "")'
+    )
+    with pytest.raises(ValueError, match="at least one"):
+        batch([])
