@@ -149,6 +149,24 @@ def cmd_controller(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook(args: argparse.Namespace) -> int:
+    from slogate.webhook.app import Webhook, WebhookOptions
+
+    Webhook(
+        WebhookOptions(
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
+            port=args.port,
+            metrics_port=args.metrics_port,
+            stale_after_s=args.stale_after,
+            namespaces=tuple(args.namespace),
+            kubeconfig=args.kubeconfig,
+            log_format=args.log_format,
+        )
+    ).run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slogate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"slogate {__version__}")
@@ -190,6 +208,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0, help="kopf peering priority")
     p.add_argument("--log-format", choices=("json", "plain"), default="json")
     p.set_defaults(func=cmd_controller)
+
+    p = sub.add_parser("webhook", help="serve the admission webhook that gates rollouts")
+    p.add_argument(
+        "--tls-cert-file", required=True, help="serving certificate (reloaded on change)"
+    )
+    p.add_argument("--tls-key-file", required=True)
+    p.add_argument("--port", type=int, default=8443, help="HTTPS port for AdmissionReviews")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="plain HTTP port for /metrics, /healthz and /readyz; 0 disables",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="an SLO status older than this counts as unknown (onUnknown applies)",
+    )
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="index only this namespace (repeatable; default: all)",
+    )
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    p.add_argument("--log-format", choices=("json", "plain"), default="json")
+    p.set_defaults(func=cmd_webhook)
 
     p = sub.add_parser("demo", help="run the local demo (control plane, Prometheus, examples)")
     p.add_argument("--once", action="store_true", help="show the story and exit (for scripts)")

@@ -101,7 +101,7 @@ def record_slo(
     for window, value in windows.items():
         _set_or_remove(burn_rate, (*labels, window), value)
     for stale in _known_windows.get(key, set()) - set(windows):
-        _remove(burn_rate, (*labels, stale))
+        remove_series(burn_rate, (*labels, stale))
     _known_windows[key] = set(windows)
     current = status.get("risk") or "UNKNOWN"
     for level in RISKS:
@@ -138,22 +138,42 @@ def forget_slo(namespace: str, name: str) -> None:
         return
     labels = (namespace, name, service)
     for gauge in (budget_remaining, sli, target, exhaustion_seconds, ready):
-        _remove(gauge, labels)
+        remove_series(gauge, labels)
     for window in _known_windows.pop(key, set()):
-        _remove(burn_rate, (*labels, window))
+        remove_series(burn_rate, (*labels, window))
     for level in RISKS:
-        _remove(risk, (*labels, level))
+        remove_series(risk, (*labels, level))
     for rule in _known_rules.pop(key, set()):
-        _remove(firing, (*labels, rule))
+        remove_series(firing, (*labels, rule))
 
 
 def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: Any) -> None:
     if value is None:
-        _remove(gauge, labels)
+        remove_series(gauge, labels)
     else:
         gauge.labels(*labels).set(float(value))
 
 
-def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+def remove_series(gauge: Gauge, labels: tuple[str, ...]) -> None:
     with contextlib.suppress(KeyError):
         gauge.remove(*labels)
+
+
+admission_decisions = Counter(
+    "slogate_admission_decisions_total",
+    "Admission answers for Deployment changes: allow, warn, deny, override, rollback.",
+    ("decision",),
+    registry=REGISTRY,
+)
+admission_duration = Histogram(
+    "slogate_admission_duration_seconds",
+    "Time to answer one AdmissionReview in the handler.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 3),
+    registry=REGISTRY,
+)
+gate_decision = Gauge(
+    "slogate_gate_decision",
+    "1 for the gate's current decision, 0 for the others.",
+    ("namespace", "name", "decision"),
+    registry=REGISTRY,
+)

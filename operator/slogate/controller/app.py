@@ -24,9 +24,12 @@ from pydantic import ValidationError
 from slogate import metrics
 from slogate.controller.entries import SloEntry
 from slogate.controller.evaluator import Evaluator, EvaluatorSettings, TickStats
+from slogate.controller.gates import GateKeeper
 from slogate.controller.kube import KubeSink
+from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView
 from slogate.core.objective import SloSpec
-from slogate.core.resources import GROUP, SLO_KIND, VERSION
+from slogate.core.releasegate import GateSpec
+from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
 from slogate.core.status import Problem, failed_status
 from slogate.core.validation import field_errors
 from slogate.kubeclient import connection_info, load_config
@@ -34,6 +37,7 @@ from slogate.prometheus.client import PrometheusClient, PrometheusConfig
 
 log = logging.getLogger("slogate.controller")
 PREFIX = "slogate.dev"
+GATE_REFRESH_S = 5.0
 
 
 @dataclass
@@ -48,6 +52,7 @@ class ControllerOptions:
     log_format: str = "json"
     kubeconfig: str | None = None
     trusted_urls: tuple[str, ...] = ()  # per-SLO backends that get the operator's credentials
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # gates: an SLO status older is unknown
 
 
 class Controller:
@@ -59,7 +64,11 @@ class Controller:
         self.sink: KubeSink | None = None
         self.evaluator: Evaluator | None = None
         self.task: asyncio.Task[None] | None = None
+        self.gates = GateKeeper(
+            heartbeat_s=options.evaluator.heartbeat_s, stale_after_s=options.stale_after_s
+        )
         self.last_tick = math.nan
+        self._last_gate_refresh = -math.inf
         self.registry = kopf.OperatorRegistry()
         self._register()
 
@@ -125,9 +134,15 @@ class Controller:
             settings.peering.standalone = self.options.peering is None
             settings.peering.priority = self.options.priority
             load_config(self.options.kubeconfig)
-            self.sink = KubeSink(k8s.ApiClient())
+            api = k8s.ApiClient()
+            self.sink = KubeSink(api)
+            self.gates.attach(api)
             self.evaluator = Evaluator(
-                self.client_for, self.sink, self.options.evaluator, on_tick=self._on_tick
+                self.client_for,
+                self.sink,
+                self.options.evaluator,
+                on_tick=self._on_tick,
+                after_tick=self._refresh_gates,
             )
             self.task = asyncio.create_task(self.evaluator.run(), name="slogate-evaluator")
 
@@ -145,9 +160,34 @@ class Controller:
 
         @kopf.on.resume(*kind, registry=reg)
         @kopf.on.create(*kind, registry=reg)
-        @kopf.on.update(*kind, field="spec", registry=reg)
+        @kopf.on.update(*kind, registry=reg)
         async def slo_changed(body: kopf.Body, **_: Any) -> None:
             await self._accept(dict(body))
+
+        gate_kind = (GROUP, VERSION, GATE_KIND.plural)
+
+        @kopf.on.resume(*gate_kind, registry=reg)
+        @kopf.on.create(*gate_kind, registry=reg)
+        @kopf.on.update(*gate_kind, registry=reg)
+        def gate_changed(body: kopf.Body, **_: Any) -> None:
+            try:
+                spec = GateSpec.model_validate(body.get("spec") or {})
+            except ValidationError as exc:
+                log.warning(
+                    "ignoring invalid ReleaseGate %s/%s: %s",
+                    body["metadata"].get("namespace"),
+                    body["metadata"]["name"],
+                    exc,
+                )
+                return
+            self.gates.upsert(dict(body), spec)
+            if self.evaluator is not None:
+                self.evaluator.wake()
+
+        @kopf.on.delete(*gate_kind, registry=reg, optional=True)
+        def gate_deleted(name: str, namespace: str | None, **_: Any) -> None:
+            assert namespace is not None
+            self.gates.remove((namespace, name))
 
         @kopf.on.delete(*kind, registry=reg)
         def slo_deleted(name: str, namespace: str | None, **_: Any) -> None:
@@ -155,6 +195,18 @@ class Controller:
             if self.evaluator is not None:
                 self.evaluator.remove((namespace, name))
             metrics.forget_slo(namespace, name)
+
+    async def _refresh_gates(self, now: float, changed: bool) -> None:
+        """Recompute gate decisions when SLOs changed, or every few seconds (staleness)."""
+        if not changed and now - self._last_gate_refresh < GATE_REFRESH_S:
+            return
+        self._last_gate_refresh = now
+        assert self.evaluator is not None
+        views = {
+            key: SloView(e.namespace, e.name, e.labels, e.status)
+            for key, e in self.evaluator.entries.items()
+        }
+        await self.gates.refresh(views, now)
 
     async def _accept(self, body: dict[str, Any]) -> None:
         assert self.evaluator is not None and self.sink is not None

@@ -69,6 +69,7 @@ class SloEntry:
     spec: SloSpec
     rules: tuple[BurnRule, ...]
     windows_s: tuple[int, ...]  # every burn window evaluated, shortest first
+    labels: dict[str, str]  # for gates that select objectives by label
     queries: EventQueries | None  # None until a latency threshold's bucket is resolved
     le: str | None = None
     next_due: float = 0.0
@@ -129,6 +130,7 @@ def new_entry(body: dict[str, Any], spec: SloSpec, previous: SloEntry | None) ->
         spec=spec,
         rules=rules,
         windows_s=windows_for(spec, rules),
+        labels=dict(meta.get("labels") or {}),
         queries=queries,
         status=body.get("status") or (previous.status if previous else None),
     )

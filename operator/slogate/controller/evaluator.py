@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -105,12 +105,14 @@ class Evaluator:
         settings: EvaluatorSettings | None = None,
         clock: Callable[[], float] = time.time,
         on_tick: Callable[[TickStats, list[SloEntry]], None] | None = None,
+        after_tick: Callable[[float, bool], Awaitable[None]] | None = None,
     ) -> None:
         self.clients = clients
         self.sink = sink
         self.settings = settings or EvaluatorSettings()
         self.clock = clock
         self.on_tick = on_tick
+        self.after_tick = after_tick
         self.entries: dict[Key, SloEntry] = {}
         self._wake = asyncio.Event()
 
@@ -122,25 +124,34 @@ class Evaluator:
         entry = new_entry(body, spec, self.entries.get(key))
         entry.next_due = 0.0  # a new or changed SLO is evaluated at once
         self.entries[key] = entry
-        self._wake.set()
+        self.wake()
         return entry
 
     def remove(self, key: Key) -> SloEntry | None:
-        return self.entries.pop(key, None)
+        entry = self.entries.pop(key, None)
+        self.wake()
+        return entry
+
+    def wake(self) -> None:
+        """Run the loop now (a new SLO, or a gate whose decision must be recomputed)."""
+        self._wake.set()
 
     # --- loop --------------------------------------------------------------------------------
 
     async def run(self, active: Callable[[], bool] = lambda: True) -> None:
         """Evaluate due SLOs forever; ``active`` pauses evaluation (e.g. a standby peer)."""
         while True:
+            woken = self._wake.is_set()
+            self._wake.clear()
             try:
                 if active():
-                    await self.tick()
+                    stats = await self.tick()
+                    if self.after_tick is not None:
+                        await self.after_tick(self.clock(), woken or stats.evaluated > 0)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop every SLO's evaluation; log and go on
                 log.exception("evaluation tick failed")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.tick_s)
 

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+from slogate.core.webhookconfig import WEBHOOK_PATH, validating_webhook_configuration
+from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.processes import Process, free_port, wait_until
 
 
-class ControllerProcess(Process):
+def metric_value(text: str, metric_name: str, /, **labels: str) -> float:
+    """Sum of the samples of ``metric_name`` in exposition ``text`` whose labels include
+    ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", line)
+        if not match or match.group(1) != metric_name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
+class RoleProcess(Process):
+    """A slogate role whose operator metrics are served on ``metrics_port``."""
+
+    metrics_port: int
+
+    def metrics_text(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def metric(self, metric_name: str, /, **labels: str) -> float:
+        return metric_value(self.metrics_text(), metric_name, **labels)
+
+
+class ControllerProcess(RoleProcess):
     """``python -m slogate controller`` against the given kubeconfig and Prometheus."""
 
     def __init__(self, kubeconfig: Path, prometheus_url: str, log_path: Path, *extra: str) -> None:
@@ -42,19 +74,64 @@ class ControllerProcess(Process):
         with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
 
-    def metrics_text(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return str(resp.read().decode())
 
-    def metric(self, metric_name: str, /, **labels: str) -> float:
-        """Sum of the samples of ``metric_name`` whose labels include ``labels``."""
-        total = 0.0
-        for line in self.metrics_text().splitlines():
-            match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", line)
-            if not match or match.group(1) != metric_name:
-                continue
-            got = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            if all(got.get(k) == v for k, v in labels.items()):
-                total += float(match.group(3))
-        return total
+class WebhookProcess(RoleProcess):
+    """``python -m slogate webhook`` with a serving certificate for 127.0.0.1 from ``ca``."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        ca: CertificateAuthority,
+        log_path: Path,
+        port: int = 0,
+    ) -> None:
+        self.port = port or free_port()
+        self.metrics_port = free_port()
+        self.workdir = workdir
+        self.ca = ca
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.cert_file, self.key_file = workdir / "tls.crt", workdir / "tls.key"
+        if not self.cert_file.exists():
+            ca.serving("slogate-webhook").write(self.cert_file, self.key_file)
+        super().__init__(
+            "slogate-webhook",
+            [
+                sys.executable,
+                "-m",
+                "slogate",
+                "webhook",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--tls-cert-file",
+                str(self.cert_file),
+                "--tls-key-file",
+                str(self.key_file),
+                "--port",
+                str(self.port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--log-format",
+                "plain",
+            ],
+            log_path,
+        )
+        wait_until(self.ready, self, 60, "the webhook answered /readyz")
+
+    def ready(self) -> bool:
+        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+
+    def configuration(
+        self, failure_policy: str = "Ignore", operator_namespace: str = "slogate-system"
+    ) -> dict[str, Any]:
+        return validating_webhook_configuration(
+            {"url": self.url, "caBundle": base64.b64encode(self.ca.cert_pem).decode()},
+            operator_namespace=operator_namespace,
+            failure_policy=failure_policy,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,285 @@
+"""The admission decision for a Deployment change: pure, in two steps.
+
+``review`` answers from the request, the gates and the SLO statuses alone. When it would refuse
+a change, the shell may still need two facts only the API server has, and asks for them only
+then: whether the new template is that of an existing ReplicaSet (a rollback, always allowed)
+and, when the workload carries override annotations, whether the user may ``override`` each
+blocking gate (SubjectAccessReview). ``settle`` turns those facts into the final verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from slogate.core.durations import humanize_seconds, parse_duration
+from slogate.core.gate import GateVerdict, SloView, judge_gate
+from slogate.core.releasegate import GateSpec
+
+OVERRIDE = "slogate.dev/override"
+OVERRIDE_UNTIL = "slogate.dev/override-until"
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+Outcome = Literal["allow", "warn", "deny"]
+
+
+@dataclass(frozen=True)
+class GateRef:
+    namespace: str
+    name: str
+    spec: GateSpec
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class Change:
+    """The parts of an AdmissionReview slogate reads."""
+
+    operation: str  # CREATE | UPDATE
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    old_template: Any
+    new_template: Any
+    user: str
+    dry_run: bool
+    image: str | None = None
+
+    @property
+    def workload(self) -> str:
+        return f"deployment/{self.name}"
+
+
+@dataclass(frozen=True)
+class Override:
+    reason: str
+    until: float
+
+
+@dataclass(frozen=True)
+class GateHit:
+    """A gate that would refuse (Enforce) or warn about (Warn/DryRun) this change."""
+
+    gate: GateRef
+    verdict: GateVerdict
+
+
+@dataclass(frozen=True)
+class Review:
+    outcome: Outcome
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    blocking: tuple[GateHit, ...] = ()  # Enforce gates that BLOCK: need a rollback or override
+    recorded: tuple[GateHit, ...] = ()  # Warn/DryRun gates that would block: recorded as such
+    override: Override | None = None
+    override_error: str | None = None  # annotations present but unusable, and why
+    gated: bool = False
+
+
+def template_changed(change: Change) -> bool:
+    return change.operation == "CREATE" or change.old_template != change.new_template
+
+
+def strip_template_hash(template: Any) -> Any:
+    """A ReplicaSet's template without the label the Deployment controller adds to it."""
+    if not isinstance(template, dict):
+        return template
+    labels = dict((template.get("metadata") or {}).get("labels") or {})
+    labels.pop(POD_TEMPLATE_HASH, None)
+    meta = {**(template.get("metadata") or {}), "labels": labels}
+    if not labels:
+        meta.pop("labels")
+    return {**template, "metadata": meta}
+
+
+def is_rollback(change: Change, replicaset_templates: Sequence[Any]) -> bool:
+    """Does the new template equal that of one of the Deployment's ReplicaSets?"""
+    wanted = strip_template_hash(change.new_template)
+    return any(strip_template_hash(t) == wanted for t in replicaset_templates)
+
+
+def parse_override(annotations: Mapping[str, str], now: float) -> Override | str | None:
+    """The override the workload asks for, an error message, or None when it asks for none."""
+    reason = (annotations.get(OVERRIDE) or "").strip()
+    until_text = (annotations.get(OVERRIDE_UNTIL) or "").strip()
+    if not reason and not until_text:
+        return None
+    if not reason:
+        return f"{OVERRIDE_UNTIL} is set but {OVERRIDE} (the reason) is missing"
+    if not until_text:
+        return f"{OVERRIDE} is set but {OVERRIDE_UNTIL} (an RFC3339 time) is missing"
+    try:
+        until = dt.datetime.fromisoformat(until_text.replace("Z", "+00:00"))
+    except ValueError:
+        return f"{OVERRIDE_UNTIL}={until_text!r} is not an RFC3339 time like 2026-11-22T14:00:00Z"
+    if until.tzinfo is None:
+        return f"{OVERRIDE_UNTIL}={until_text!r} needs a time zone (e.g. a trailing Z)"
+    if until.timestamp() <= now:
+        return f"the override expired at {until_text}"
+    return Override(reason, until.timestamp())
+
+
+def review(
+    change: Change,
+    gates: Sequence[GateRef],
+    slos: Mapping[tuple[str, str], SloView],
+    now: float,
+    stale_after_s: float,
+) -> Review:
+    """The verdict before rollback and RBAC checks (see module docstring)."""
+    if change.operation not in ("CREATE", "UPDATE") or not template_changed(change):
+        return Review("allow")
+    matching = [
+        g
+        for g in gates
+        if g.namespace == change.namespace
+        and g.spec.selector.matches(dict(change.labels))
+        and (change.operation == "UPDATE" or g.spec.gate_creates)
+    ]
+    if not matching:
+        return Review("allow")
+    blocking: list[GateHit] = []
+    recorded: list[GateHit] = []
+    warnings: list[str] = []
+    for gate in sorted(matching, key=lambda g: g.name):
+        verdict = judge_gate(gate.spec, gate.namespace, slos, now, stale_after_s)
+        reasons = "; ".join(verdict.reasons)
+        label = f"ReleaseGate {gate.namespace}/{gate.name}"
+        if verdict.decision == "WARN":
+            warnings.append(f"slogate: {label} warns: {reasons}")
+        elif verdict.decision == "BLOCK":
+            hit = GateHit(gate, verdict)
+            if gate.spec.enforcement == "Enforce":
+                blocking.append(hit)
+            else:
+                recorded.append(hit)
+                mode = "Warn" if gate.spec.enforcement == "Warn" else "DryRun"
+                warnings.append(f"slogate: {label} ({mode} mode) would block: {reasons}")
+    if not blocking:
+        return Review(
+            "warn" if warnings else "allow",
+            warnings=tuple(warnings),
+            recorded=tuple(recorded),
+            gated=True,
+        )
+    asked = parse_override(change.annotations, now)
+    override = asked if isinstance(asked, Override) else None
+    error = asked if isinstance(asked, str) else None
+    if override is not None:
+        too_far = [
+            h
+            for h in blocking
+            if override.until - now > parse_duration(h.gate.spec.override.max_duration)
+        ]
+        if too_far:
+            limits = ", ".join(
+                f"{h.gate.namespace}/{h.gate.name} allows at most "
+                f"{h.gate.spec.override.max_duration}"
+                for h in too_far
+            )
+            error = (
+                f"the override runs {humanize_seconds(override.until - now)} ahead, "
+                f"beyond what the gate allows ({limits})"
+            )
+            override = None
+    return Review(
+        "deny",
+        message=deny_message(change, blocking, now),
+        warnings=tuple(warnings),
+        blocking=tuple(blocking),
+        recorded=tuple(recorded),
+        override=override,
+        override_error=error,
+        gated=True,
+    )
+
+
+def deny_message(change: Change, blocking: Sequence[GateHit], now: float) -> str:
+    """Names the gate(s), SLO(s), budget, burn rate and window, and the override command."""
+    parts = []
+    for hit in blocking:
+        reasons = "; ".join(hit.verdict.reasons)
+        parts.append(f"ReleaseGate {hit.gate.namespace}/{hit.gate.name}: {reasons}")
+    shortest = min(parse_duration(h.gate.spec.override.max_duration) for h in blocking)
+    until = dt.datetime.fromtimestamp(now + shortest, dt.UTC).replace(second=0, microsecond=0)
+    until_text = until.isoformat().replace("+00:00", "Z")
+    return (
+        f"slogate refused this rollout of {change.workload} in {change.namespace}: "
+        + " | ".join(parts)
+        + ". The error budget must recover before rollouts resume. To override (needs RBAC "
+        f"verb 'override' on the releasegate): kubectl annotate {change.workload} -n "
+        f"{change.namespace} --overwrite {OVERRIDE}='<reason>' {OVERRIDE_UNTIL}={until_text}"
+        " and apply the change again with the same annotations."
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    overridden: bool = False
+    rollback: bool = False
+    record_block: bool = False  # an Enforce block to record (not for dry-run requests)
+    blocking: tuple[GateHit, ...] = field(default=())
+    would_block: tuple[GateHit, ...] = field(default=())  # Warn/DryRun gates, to record
+
+
+def settle(
+    change: Change,
+    first: Review,
+    *,
+    rollback: bool,
+    may_override: Mapping[tuple[str, str], bool],
+) -> Verdict:
+    """The final answer, given the rollback check and per-gate RBAC answers (when needed)."""
+    if first.outcome != "deny":
+        return Verdict(first.outcome, warnings=first.warnings, would_block=first.recorded)
+    if rollback:
+        return Verdict(
+            "allow",
+            warnings=(
+                *first.warnings,
+                "slogate: rollback to an existing ReplicaSet's template; allowed despite the gate",
+            ),
+            rollback=True,
+        )
+    if first.override is not None:
+        refused = [h for h in first.blocking if not may_override.get(h.gate.key, False)]
+        if not refused:
+            note = (
+                f"slogate: override by {change.user} until "
+                f"{_rfc3339(first.override.until)}: {first.override.reason}"
+            )
+            return Verdict(
+                "allow", warnings=(*first.warnings, note), overridden=True, blocking=first.blocking
+            )
+        names = ", ".join(f"{h.gate.namespace}/{h.gate.name}" for h in refused)
+        why = f"the override was not honoured: {change.user} may not 'override' releasegate {names}"
+        return Verdict(
+            "deny",
+            message=f"{first.message} ({why})",
+            warnings=first.warnings,
+            record_block=not change.dry_run,
+            blocking=first.blocking,
+        )
+    message = first.message
+    if first.override_error:
+        message = f"{message} (the override was not honoured: {first.override_error})"
+    return Verdict(
+        "deny",
+        message=message,
+        warnings=first.warnings,
+        record_block=not change.dry_run,
+        blocking=first.blocking,
+    )
+
+
+def _rfc3339(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")

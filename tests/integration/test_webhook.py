@@ -1,0 +1,557 @@
+"""The admission webhook, called by the real kube-apiserver over TLS.
+
+SLO statuses are written here directly (as the controller would), so each case states exactly
+what the gate sees; tests/integration/test_gate_e2e.py covers the path from Prometheus data
+through the controller to the webhook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slogate.localenv.certs import CertificateAuthority
+from slogate.localenv.controlplane import ControlPlane
+from slogate.localenv.roles import WebhookProcess
+
+pytestmark = pytest.mark.cluster
+
+NS = "gated"
+
+
+def now_rfc3339(offset_s: float = 0) -> str:
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_s)
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def slo_status(remaining: float, risk: str, burn1h: float, firing: list[str]) -> dict[str, Any]:
+    now = now_rfc3339()
+    exhausted = "True" if remaining <= 0 else "False"
+    return {
+        "observedGeneration": 1,
+        "lastEvaluationTime": now,
+        "sli": 0.999,
+        "errorBudget": {"remaining": remaining, "consumed": 1 - remaining},
+        "burnRates": {"5m": burn1h, "1h": burn1h},
+        "firing": firing,
+        "risk": risk,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Evaluated",
+                "message": "",
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Stale",
+                "status": "False",
+                "reason": "Fresh",
+                "message": "",
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "BudgetExhausted",
+                "status": exhausted,
+                "reason": "x",
+                "message": "",
+                "lastTransitionTime": now,
+            },
+        ],
+    }
+
+
+def set_status(cp: ControlPlane, name: str, status: dict[str, Any]) -> None:
+    body = [{"op": "add", "path": "/status", "value": status}]
+    cp.kubectl(
+        "patch",
+        "slo",
+        name,
+        "-n",
+        NS,
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        json.dumps(body),
+        check=True,
+    )
+
+
+def slo(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "slogate.dev/v1alpha1",
+        "kind": "ServiceLevelObjective",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "service": name,
+            "target": 99.9,
+            "indicator": {"ratio": {"errors": "e_total", "total": "t_total"}},
+        },
+    }
+
+
+def gate(name: str, app: str, objective: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "slogate.dev/v1alpha1",
+        "kind": "ReleaseGate",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": app}},
+            "objectives": [{"name": objective}],
+            **spec,
+        },
+    }
+
+
+def deployment(
+    name: str, app: str, image: str = "shop/app:1.0", namespace: str = NS
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": "main", "image": image}]},
+            },
+        },
+    }
+
+
+def apply(cp: ControlPlane, *docs: dict[str, Any]) -> None:
+    result = cp.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    assert result.returncode == 0, result.stderr
+
+
+def set_image(
+    cp: ControlPlane,
+    name: str,
+    image: str,
+    *extra: str,
+    kubeconfig: Path | None = None,
+    namespace: str = NS,
+) -> Any:
+    return cp.kubectl(
+        "set",
+        "image",
+        f"deployment/{name}",
+        f"main={image}",
+        "-n",
+        namespace,
+        *extra,
+        kubeconfig=kubeconfig,
+    )
+
+
+def install(cp: ControlPlane, hook: WebhookProcess, failure_policy: str = "Ignore") -> None:
+    apply(cp, hook.configuration(failure_policy))
+
+
+def wait_until_called(cp: ControlPlane, hook: WebhookProcess) -> None:
+    """A new webhook configuration takes about a second to reach the API server."""
+    deadline = time.monotonic() + 30
+    before = hook.metric("slogate_admission_decisions_total")
+    while time.monotonic() < deadline:
+        set_image(cp, "probe", f"shop/probe:{time.monotonic_ns()}", "--dry-run=server")
+        if hook.metric("slogate_admission_decisions_total") > before:
+            return
+        time.sleep(0.3)
+    raise AssertionError("the API server never called the webhook")
+
+
+@pytest.fixture(scope="module")
+def hook(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebhookProcess]:
+    cp = control_plane
+    cp.kubectl("create", "namespace", NS)
+    apply(cp, slo("spent"), slo("fine"), slo("risky"))
+    set_status(cp, "spent", slo_status(-0.29, "FREEZE", 3.2, ["page-fast"]))
+    set_status(cp, "fine", slo_status(0.8, "SAFE", 0.2, []))
+    set_status(cp, "risky", slo_status(0.3, "DANGER", 3.5, ["ticket-fast"]))
+    apply(
+        cp,
+        gate("checkout", "checkout", "spent"),
+        gate("cart", "cart", "fine"),
+        gate("warnonly", "search", "spent", enforcement="Warn"),
+        gate("dryrun", "ads", "spent", enforcement="DryRun"),
+        gate("danger", "pay", "risky"),
+        deployment("checkout", "checkout"),
+        deployment("cart", "cart"),
+        deployment("search", "search"),
+        deployment("ads", "ads"),
+        deployment("pay", "pay"),
+        deployment("other", "other"),
+        deployment("probe", "probe"),
+    )
+    work = tmp_path_factory.mktemp("webhook")
+    ca = CertificateAuthority("slogate-webhook-test-ca")
+    proc = WebhookProcess(cp.kubeconfig, work / "certs", ca, work / "webhook.log")
+    install(cp, proc)
+    wait_until_called(cp, proc)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        cp.kubectl("delete", "validatingwebhookconfiguration", "slogate", "--ignore-not-found")
+        print(Path(work / "webhook.log").read_text()[-4000:])
+
+
+def gate_status(cp: ControlPlane, name: str) -> dict[str, Any]:
+    return dict(cp.get_json("gate", name, "-n", NS).get("status") or {})
+
+
+def eventually(check: Any, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_exhausted_budget_refuses_rollout_with_actionable_message(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    result = set_image(control_plane, "checkout", "shop/checkout:1.8")
+    assert result.returncode != 0
+    msg = result.stderr
+    assert "denied the request" in msg
+    assert "ReleaseGate gated/checkout" in msg
+    assert "spent: error budget exhausted (-29%)" in msg
+    assert "burning 3.2x over 1h" in msg
+    assert "kubectl annotate deployment/checkout -n gated --overwrite slogate.dev/override=" in msg
+    assert "slogate.dev/override-until=" in msg
+    image = control_plane.get_json("deployment", "checkout", "-n", NS)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["image"]
+    assert image == "shop/app:1.0"
+
+
+def test_block_is_recorded_in_gate_status_and_events(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    before = gate_status(control_plane, "checkout").get("blockedCount") or 0
+    assert set_image(control_plane, "checkout", "shop/checkout:1.9").returncode != 0
+
+    def recorded() -> dict[str, Any]:
+        st = gate_status(control_plane, "checkout")
+        assert (st.get("blockedCount") or 0) == before + 1
+        return st
+
+    st = eventually(recorded)
+    assert st["lastBlocked"]["workload"] == "deployment/checkout"
+    assert st["lastBlocked"]["user"] == "slogate-admin"
+    assert st["lastBlocked"]["image"] == "shop/checkout:1.9"
+    events = control_plane.get_json("events", "-n", NS)["items"]
+    reasons = {
+        (e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"]) for e in events
+    }
+    assert ("Deployment", "checkout", "RolloutBlocked") in reasons
+    assert ("ReleaseGate", "checkout", "RolloutBlocked") in reasons
+
+
+def test_scale_and_metadata_changes_are_allowed(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    scaled = control_plane.kubectl("scale", "deployment/checkout", "-n", NS, "--replicas=3")
+    assert scaled.returncode == 0, scaled.stderr
+    patched = control_plane.kubectl(
+        "patch",
+        "deployment",
+        "checkout",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        '{"spec": {"replicas": 2}}',
+    )
+    assert patched.returncode == 0, patched.stderr
+    labelled = control_plane.kubectl(
+        "label", "deployment/checkout", "-n", NS, "tier=web", "--overwrite"
+    )
+    assert labelled.returncode == 0, labelled.stderr
+
+
+def test_unmatched_deployment_is_allowed(control_plane: ControlPlane, hook: WebhookProcess) -> None:
+    result = set_image(control_plane, "other", "shop/other:2.0")
+    assert result.returncode == 0, result.stderr
+
+
+def test_healthy_gate_allows(control_plane: ControlPlane, hook: WebhookProcess) -> None:
+    result = set_image(control_plane, "cart", "shop/cart:2.0")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr
+
+
+def test_rollback_to_existing_replicaset_is_allowed(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    cp = control_plane
+    dep = cp.get_json("deployment", "checkout", "-n", NS)
+    # No controller-manager runs here, so make the ReplicaSet of an earlier revision ourselves.
+    old_template = json.loads(json.dumps(dep["spec"]["template"]))
+    old_template["spec"]["containers"][0]["image"] = "shop/checkout:1.7"
+    old_template["metadata"]["labels"]["pod-template-hash"] = "abc123"
+    rs = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": "checkout-abc123",
+            "namespace": NS,
+            "labels": {"app": "checkout", "pod-template-hash": "abc123"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": "checkout",
+                    "uid": dep["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "checkout", "pod-template-hash": "abc123"}},
+            "template": old_template,
+        },
+    }
+    apply(cp, rs)
+    assert set_image(cp, "checkout", "shop/checkout:1.6").returncode != 0  # not a rollback
+    result = set_image(cp, "checkout", "shop/checkout:1.7")
+    assert result.returncode == 0, result.stderr
+    assert "rollback to an existing ReplicaSet" in result.stderr
+    assert set_image(cp, "checkout", "shop/app:1.0").returncode != 0  # no RS for 1.0
+
+
+def test_dry_run_is_answered_truthfully_and_not_recorded(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    before = gate_status(control_plane, "checkout").get("blockedCount") or 0
+    result = set_image(control_plane, "checkout", "shop/checkout:2.0", "--dry-run=server")
+    assert result.returncode != 0
+    assert "ReleaseGate gated/checkout" in result.stderr
+    time.sleep(1.5)
+    assert (gate_status(control_plane, "checkout").get("blockedCount") or 0) == before
+
+
+def test_warn_mode_admits_with_warning(control_plane: ControlPlane, hook: WebhookProcess) -> None:
+    result = set_image(control_plane, "search", "shop/search:2.0")
+    assert result.returncode == 0, result.stderr
+    assert "Warning: slogate: ReleaseGate gated/warnonly (Warn mode) would block" in result.stderr
+
+
+def test_dryrun_mode_admits_and_records(control_plane: ControlPlane, hook: WebhookProcess) -> None:
+    result = set_image(control_plane, "ads", "shop/ads:2.0")
+    assert result.returncode == 0, result.stderr
+    assert "(DryRun mode) would block" in result.stderr
+
+    def recorded() -> None:
+        st = gate_status(control_plane, "dryrun")
+        assert st.get("lastBlocked", {}).get("dryRun") is True
+        assert st["lastBlocked"]["image"] == "shop/ads:2.0"
+
+    eventually(recorded)
+
+
+def test_warn_decision_uses_warnings(control_plane: ControlPlane, hook: WebhookProcess) -> None:
+    result = set_image(control_plane, "pay", "shop/pay:2.0")
+    assert result.returncode == 0, result.stderr
+    assert "Warning: slogate: ReleaseGate gated/danger warns: risky:" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def users(
+    control_plane: ControlPlane, hook: WebhookProcess, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    cp = control_plane
+    work = tmp_path_factory.mktemp("users")
+    apply(
+        cp,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "deployer", "namespace": NS},
+            "rules": [
+                {
+                    "apiGroups": ["apps"],
+                    "resources": ["deployments"],
+                    "verbs": ["get", "list", "patch", "update"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "slogate-overrider-test"},
+            "rules": [
+                {"apiGroups": ["slogate.dev"], "resources": ["releasegates"], "verbs": ["override"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "deployers", "namespace": NS},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "deployer",
+            },
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "overriders", "namespace": NS},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "slogate-overrider-test",
+            },
+            "subjects": [{"kind": "User", "name": "alice"}],
+        },
+    )
+    return {u: cp.write_kubeconfig(work / f"{u}.kubeconfig", u) for u in ("alice", "bob")}
+
+
+def override_patch(cp: ControlPlane, user: Path, image: str, reason: str, until: str) -> Any:
+    patch = {
+        "metadata": {
+            "annotations": {"slogate.dev/override": reason, "slogate.dev/override-until": until}
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "main", "image": image}]}}},
+    }
+    return cp.kubectl(
+        "patch",
+        "deployment",
+        "checkout",
+        "-n",
+        NS,
+        "--type=strategic",
+        "-p",
+        json.dumps(patch),
+        kubeconfig=user,
+    )
+
+
+def test_authorised_override_is_admitted_and_recorded(
+    control_plane: ControlPlane, users: dict[str, Path]
+) -> None:
+    result = override_patch(
+        control_plane, users["alice"], "shop/checkout:hotfix", "INC-42 hotfix", now_rfc3339(3600)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "override by alice" in result.stderr
+
+    def recorded() -> None:
+        st = gate_status(control_plane, "checkout")
+        assert st.get("lastOverride", {}).get("user") == "alice"
+        assert st["lastOverride"]["reason"] == "INC-42 hotfix"
+
+    eventually(recorded)
+    events = control_plane.get_json("events", "-n", NS)["items"]
+    assert any(e["reason"] == "GateOverridden" and "alice" in e["message"] for e in events)
+
+
+def test_unauthorised_override_is_refused(
+    control_plane: ControlPlane, users: dict[str, Path]
+) -> None:
+    result = override_patch(
+        control_plane, users["bob"], "shop/checkout:bob", "I want to", now_rfc3339(3600)
+    )
+    assert result.returncode != 0
+    assert "bob may not 'override' releasegate gated/checkout" in result.stderr
+
+
+def test_expired_override_is_refused(control_plane: ControlPlane, users: dict[str, Path]) -> None:
+    result = override_patch(
+        control_plane, users["alice"], "shop/checkout:late", "too late", now_rfc3339(-60)
+    )
+    assert result.returncode != 0
+    assert "the override expired at" in result.stderr
+
+
+def test_override_beyond_max_duration_is_refused(
+    control_plane: ControlPlane, users: dict[str, Path]
+) -> None:
+    result = override_patch(
+        control_plane, users["alice"], "shop/checkout:long", "long", now_rfc3339(6 * 3600)
+    )
+    assert result.returncode != 0
+    assert "gated/checkout allows at most 4h" in result.stderr
+
+
+def test_recovery_admits_the_same_rollout_without_restart(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    cp = control_plane
+    # Close alice's override window first (a metadata-only change, always allowed).
+    cleared = cp.kubectl(
+        "annotate",
+        "deployment/checkout",
+        "-n",
+        NS,
+        "slogate.dev/override-",
+        "slogate.dev/override-until-",
+    )
+    assert cleared.returncode == 0, cleared.stderr
+    assert set_image(cp, "checkout", "shop/checkout:3.0").returncode != 0
+    set_status(cp, "spent", slo_status(0.4, "SAFE", 0.3, []))
+
+    def admitted() -> None:
+        result = set_image(cp, "checkout", "shop/checkout:3.0", "--dry-run=server")
+        assert result.returncode == 0, result.stderr
+
+    eventually(admitted)
+    assert set_image(cp, "checkout", "shop/checkout:3.0").returncode == 0
+    set_status(cp, "spent", slo_status(-0.29, "FREEZE", 3.2, ["page-fast"]))
+
+
+def test_stale_status_follows_on_unknown(control_plane: ControlPlane, hook: WebhookProcess) -> None:
+    """An SLO whose data is stale: the default onUnknown (Warn) admits with a warning."""
+    st = slo_status(-0.29, "FREEZE", 3.2, ["page-fast"])
+    for cond in st["conditions"]:
+        if cond["type"] == "Stale":
+            cond.update(status="True", reason="PrometheusUnreachable")
+    set_status(control_plane, "spent", st)
+
+    def warned() -> None:
+        result = set_image(control_plane, "checkout", "shop/checkout:4.0", "--dry-run=server")
+        assert result.returncode == 0, result.stderr
+        assert "data is stale (PrometheusUnreachable)" in result.stderr
+
+    eventually(warned)
+    set_status(control_plane, "spent", slo_status(-0.29, "FREEZE", 3.2, ["page-fast"]))
+
+
+def test_failure_policy_when_the_webhook_is_down(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    """Runs last: it stops the webhook. Ignore fails open; Fail closes all but kube-system."""
+    cp = control_plane
+    apply(cp, deployment("sys-app", "sys-app", namespace="kube-system"))
+    hook.stop()
+    ok = set_image(cp, "checkout", "shop/checkout:ignored-down")
+    assert ok.returncode == 0, ok.stderr
+    install(cp, hook, failure_policy="Fail")
+
+    def closed() -> None:
+        refused = set_image(cp, "checkout", "shop/checkout:fail-down")
+        assert refused.returncode != 0
+        assert "failed calling webhook" in refused.stderr
+
+    eventually(closed)
+    system = set_image(cp, "sys-app", "shop/sys:2.0", namespace="kube-system")
+    assert system.returncode == 0, system.stderr
+    install(cp, hook, failure_policy="Ignore")

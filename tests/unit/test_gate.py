@@ -1,0 +1,258 @@
+"""Gate decisions and admission verdicts: pure functions, every policy branch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from slogate.core.admission import (
+    Change,
+    GateRef,
+    is_rollback,
+    parse_override,
+    review,
+    settle,
+    strip_template_hash,
+)
+from slogate.core.gate import SloView, judge_gate, strictest
+from slogate.core.releasegate import GateSpec
+from slogate.core.status import rfc3339
+
+NOW = 1_800_000_000.0
+STALE = 900.0
+
+
+def status(
+    remaining: float | None,
+    risk: str,
+    *,
+    stale: bool = False,
+    age_s: float = 10,
+    burn: float | None = 3.2,
+    firing: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    exhausted = "Unknown" if remaining is None else ("True" if remaining <= 0 else "False")
+    return {
+        "lastEvaluationTime": rfc3339(NOW - age_s),
+        "errorBudget": {"remaining": remaining},
+        "burnRates": {"1h": burn},
+        "risk": risk,
+        "firing": list(firing),
+        "conditions": [
+            {
+                "type": "Stale",
+                "status": "True" if stale else "False",
+                "reason": "PrometheusTimeout" if stale else "Fresh",
+            },
+            {"type": "BudgetExhausted", "status": exhausted, "reason": "x"},
+        ],
+    }
+
+
+def views(**statuses: dict[str, Any] | None) -> dict[tuple[str, str], SloView]:
+    return {("shop", n): SloView("shop", n, {"team": "pay"}, st) for n, st in statuses.items()}
+
+
+def spec(**over: Any) -> GateSpec:
+    return GateSpec.model_validate(
+        {"selector": {"matchLabels": {"app": "checkout"}}, "objectives": [{"name": "a"}], **over}
+    )
+
+
+def test_exhausted_blocks_with_reason() -> None:
+    v = judge_gate(spec(), "shop", views(a=status(-0.29, "FREEZE")), NOW, STALE)
+    assert v.decision == "BLOCK"
+    assert v.reasons == ("a: error budget exhausted (-29%), burning 3.2x over 1h",)
+
+
+def test_healthy_allows() -> None:
+    v = judge_gate(spec(), "shop", views(a=status(0.8, "SAFE", burn=0.2)), NOW, STALE)
+    assert v.decision == "ALLOW"
+    assert v.reasons == ()
+
+
+@pytest.mark.parametrize(
+    ("policy", "risk", "remaining", "decision"),
+    [
+        ({}, "DANGER", 0.3, "WARN"),  # default warnWhen DANGER
+        ({"blockWhen": ["BudgetExhausted", "FREEZE"]}, "FREEZE", 0.5, "BLOCK"),
+        ({}, "FREEZE", 0.5, "ALLOW"),  # FREEZE from a page, budget left, not in blockWhen
+        ({"warnWhen": ["OBSERVE"]}, "OBSERVE", 0.9, "WARN"),
+        ({"blockWhen": ["DANGER"]}, "DANGER", 0.3, "BLOCK"),
+    ],
+)
+def test_policy_triggers(
+    policy: dict[str, Any], risk: str, remaining: float, decision: str
+) -> None:
+    v = judge_gate(spec(policy=policy), "shop", views(a=status(remaining, risk)), NOW, STALE)
+    assert v.decision == decision
+
+
+@pytest.mark.parametrize("on_unknown", ["Allow", "Warn", "Block"])
+@pytest.mark.parametrize(
+    "slo_status",
+    [
+        None,
+        status(None, "UNKNOWN"),
+        status(-1, "FREEZE", stale=True),
+        status(-1, "FREEZE", age_s=STALE + 1),
+        {},
+    ],
+    ids=["missing", "no-data", "stale-condition", "too-old", "no-status"],
+)
+def test_unknown_follows_on_unknown(on_unknown: str, slo_status: dict[str, Any] | None) -> None:
+    slos = {} if slo_status is None else views(a=slo_status)
+    v = judge_gate(spec(policy={"onUnknown": on_unknown}), "shop", slos, NOW, STALE)
+    assert v.decision == on_unknown.upper()
+    assert v.objectives[0].unknown is not None
+
+
+def test_objective_selector_and_strictest_of_many() -> None:
+    gate = GateSpec.model_validate(
+        {"selector": {}, "objectiveSelector": {"matchLabels": {"team": "pay"}}}
+    )
+    v = judge_gate(gate, "shop", views(a=status(0.5, "SAFE"), b=status(-0.1, "FREEZE")), NOW, STALE)
+    assert [o.name for o in v.objectives] == ["a", "b"]
+    assert v.decision == "BLOCK"
+    assert strictest(["ALLOW", "BLOCK", "WARN"]) == "BLOCK"
+    assert strictest([]) == "ALLOW"
+
+
+def change(
+    op: str = "UPDATE",
+    image: str = "v2",
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    dry_run: bool = False,
+) -> Change:
+    def tpl(img: str) -> dict[str, Any]:
+        return {
+            "metadata": {"labels": {"app": "checkout"}},
+            "spec": {"containers": [{"name": "m", "image": img}]},
+        }
+
+    return Change(
+        op,
+        "shop",
+        "checkout",
+        labels or {"app": "checkout"},
+        annotations or {},
+        tpl("v1"),
+        tpl(image),
+        "alice",
+        dry_run,
+        image,
+    )
+
+
+def gates(**over: Any) -> list[GateRef]:
+    return [GateRef("shop", "checkout", spec(**over))]
+
+
+SPENT = views(a=status(-0.29, "FREEZE"))
+
+
+def test_template_unchanged_is_allowed_without_looking_at_gates() -> None:
+    assert review(change(image="v1"), gates(), SPENT, NOW, STALE).outcome == "allow"
+
+
+def test_create_gated_only_with_gate_creates() -> None:
+    assert review(change("CREATE"), gates(), SPENT, NOW, STALE).outcome == "allow"
+    assert review(change("CREATE"), gates(gateCreates=True), SPENT, NOW, STALE).outcome == "deny"
+
+
+def test_other_namespace_or_labels_not_gated() -> None:
+    assert review(change(labels={"app": "cart"}), gates(), SPENT, NOW, STALE).outcome == "allow"
+    other = [GateRef("elsewhere", "checkout", spec())]
+    assert review(change(), other, SPENT, NOW, STALE).outcome == "allow"
+
+
+def test_deny_message_names_everything() -> None:
+    r = review(change(), gates(), SPENT, NOW, STALE)
+    assert r.outcome == "deny"
+    assert "ReleaseGate shop/checkout: a: error budget exhausted (-29%)" in r.message
+    assert "burning 3.2x over 1h" in r.message
+    assert "kubectl annotate deployment/checkout -n shop --overwrite" in r.message
+    assert "slogate.dev/override-until=2027-01-15T12:00:00Z" in r.message  # now + 4h
+
+
+@pytest.mark.parametrize(
+    ("mode", "text"), [("Warn", "(Warn mode) would block"), ("DryRun", "(DryRun mode) would block")]
+)
+def test_warn_and_dryrun_modes_admit_with_warning(mode: str, text: str) -> None:
+    r = review(change(), gates(enforcement=mode), SPENT, NOW, STALE)
+    assert r.outcome == "warn"
+    assert text in r.warnings[0]
+    v = settle(change(), r, rollback=False, may_override={})
+    assert v.outcome == "warn"
+    assert len(v.would_block) == 1
+
+
+def test_rollback_settles_to_allow() -> None:
+    r = review(change(), gates(), SPENT, NOW, STALE)
+    assert settle(change(), r, rollback=True, may_override={}).rollback
+
+
+def test_rollback_detection_ignores_pod_template_hash() -> None:
+    c = change()
+    rs = {
+        "metadata": {"labels": {"app": "checkout", "pod-template-hash": "x"}},
+        "spec": {"containers": [{"name": "m", "image": "v2"}]},
+    }
+    assert is_rollback(c, [rs])
+    assert not is_rollback(c, [strip_template_hash({**rs, "spec": {"containers": []}})])
+
+
+def annotated(offset_s: float, reason: str = "INC-1") -> dict[str, str]:
+    return {"slogate.dev/override": reason, "slogate.dev/override-until": rfc3339(NOW + offset_s)}
+
+
+def test_override_needs_rbac_for_every_blocking_gate() -> None:
+    c = change(annotations=annotated(3600))
+    r = review(c, gates(), SPENT, NOW, STALE)
+    assert r.override is not None
+    allowed = settle(c, r, rollback=False, may_override={("shop", "checkout"): True})
+    assert allowed.outcome == "allow"
+    assert allowed.overridden
+    refused = settle(c, r, rollback=False, may_override={("shop", "checkout"): False})
+    assert refused.outcome == "deny"
+    assert "alice may not 'override' releasegate shop/checkout" in refused.message
+    assert refused.record_block
+
+
+@pytest.mark.parametrize(
+    ("annotations", "why"),
+    [
+        (annotated(-60), "the override expired at"),
+        (annotated(5 * 3600), "allows at most 4h"),
+        ({"slogate.dev/override": "x"}, "override-until (an RFC3339 time) is missing"),
+        ({"slogate.dev/override-until": rfc3339(NOW + 60)}, "(the reason) is missing"),
+        (
+            {"slogate.dev/override": "x", "slogate.dev/override-until": "tomorrow"},
+            "is not an RFC3339 time",
+        ),
+        (
+            {"slogate.dev/override": "x", "slogate.dev/override-until": "2027-01-15T09:00:00"},
+            "needs a time zone",
+        ),
+    ],
+)
+def test_unusable_overrides_are_refused_with_why(annotations: dict[str, str], why: str) -> None:
+    c = change(annotations=annotations)
+    r = review(c, gates(), SPENT, NOW, STALE)
+    assert r.override is None
+    v = settle(c, r, rollback=False, may_override={})
+    assert v.outcome == "deny"
+    assert why in v.message
+
+
+def test_dry_run_is_denied_but_not_recorded() -> None:
+    c = change(dry_run=True)
+    v = settle(c, review(c, gates(), SPENT, NOW, STALE), rollback=False, may_override={})
+    assert v.outcome == "deny"
+    assert not v.record_block
+
+
+def test_no_override_request_means_none() -> None:
+    assert parse_override({}, NOW) is None
