@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from slogate import __version__
 from slogate.core.crd import all_crds
@@ -34,12 +34,12 @@ def cmd_crds(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Offline check of manifests with the same models the operator and the CRDs use."""
     bad = checked = 0
-    try:
-        documents = list(load_documents(args.paths))
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for doc in documents:
+    for doc in load_documents(args.paths):
+        if doc.error is not None:
+            checked += 1
+            bad += 1
+            print(f"{doc.source}: {doc.error}")
+            continue
         if isinstance(doc.body, dict) and doc.body.get("apiVersion", "").split("/")[0] not in (
             "slogate.dev",
             "",
@@ -49,11 +49,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         errors = field_errors(doc.body)
         if errors:
             bad += 1
-            name = (
-                (doc.body.get("metadata") or {}).get("name", "?")
-                if isinstance(doc.body, dict)
-                else "?"
-            )
+            meta = doc.body.get("metadata") if isinstance(doc.body, dict) else None
+            name = (meta or {}).get("name", "?") if isinstance(meta, dict) else "?"
             for line in errors:
                 print(f"{doc.source}: {name}: {line}")
     if checked == 0:
@@ -105,6 +102,53 @@ def add_prometheus_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_common_flags(p: argparse.ArgumentParser, metrics_help: str) -> None:
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="only this namespace (repeatable; default: all namespaces)",
+    )
+    p.add_argument("--metrics-port", type=int, default=8080, help=metrics_help)
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="an SLO status older than this counts as unknown for gates",
+    )
+    p.add_argument("--log-format", choices=("json", "plain"), default="json")
+
+
+def add_controller_flags(p: argparse.ArgumentParser) -> None:
+    add_prometheus_flags(p)
+    p.add_argument("--liveness-port", type=int, default=8081, help="/healthz port; 0 disables")
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="rewrite an unchanged status this often (default 300)",
+    )
+    p.add_argument("--batch-size", type=int, default=50, help="SLOs per Prometheus request")
+    p.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help="kopf peering name for HA (one active replica); default: standalone",
+    )
+    p.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+
+
+def add_webhook_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tls-cert-file", required=True, help="serving certificate, re-read when the file changes"
+    )
+    p.add_argument("--tls-key-file", required=True)
+    p.add_argument("--port", type=int, default=8443, help="HTTPS port for AdmissionReviews")
+
+
 def prometheus_config(args: argparse.Namespace) -> PrometheusConfig:
     headers = {}
     for item in args.prometheus_header:
@@ -126,11 +170,11 @@ def prometheus_config(args: argparse.Namespace) -> PrometheusConfig:
     )
 
 
-def cmd_controller(args: argparse.Namespace) -> int:
-    from slogate.controller.app import Controller, ControllerOptions
+def controller_options(args: argparse.Namespace) -> Any:
+    from slogate.controller.app import ControllerOptions
     from slogate.controller.evaluator import EvaluatorSettings
 
-    options = ControllerOptions(
+    return ControllerOptions(
         prometheus=prometheus_config(args),
         evaluator=EvaluatorSettings(
             heartbeat_s=args.heartbeat,
@@ -144,26 +188,90 @@ def cmd_controller(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         kubeconfig=args.kubeconfig,
         trusted_urls=tuple(args.prometheus_trusted_url),
+        stale_after_s=args.stale_after,
     )
-    Controller(options).run()
+
+
+def webhook_options(args: argparse.Namespace) -> Any:
+    from slogate.webhook.app import WebhookOptions
+
+    return WebhookOptions(
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        stale_after_s=args.stale_after,
+        namespaces=tuple(args.namespace),
+        kubeconfig=args.kubeconfig,
+        log_format=args.log_format,
+    )
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    from slogate.controller.app import Controller
+
+    Controller(controller_options(args)).run()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Both roles in one process; the webhook's port serves /metrics for both."""
+    import asyncio
+    import dataclasses
+
+    from slogate.controller.app import Controller, configure_logging
+    from slogate.webhook.app import Webhook, run_both
+
+    configure_logging(args.log_format)
+    controller = Controller(dataclasses.replace(controller_options(args), metrics_port=0))
+    asyncio.run(run_both(controller, Webhook(webhook_options(args))))
     return 0
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:
-    from slogate.webhook.app import Webhook, WebhookOptions
+    from slogate.webhook.app import Webhook
 
-    Webhook(
-        WebhookOptions(
-            tls_cert_file=args.tls_cert_file,
-            tls_key_file=args.tls_key_file,
-            port=args.port,
-            metrics_port=args.metrics_port,
-            stale_after_s=args.stale_after,
-            namespaces=tuple(args.namespace),
-            kubeconfig=args.kubeconfig,
-            log_format=args.log_format,
-        )
-    ).run()
+    Webhook(webhook_options(args)).run()
+    return 0
+
+
+def _api(kubeconfig: str | None) -> Any:
+    from kubernetes import client as k8s
+
+    from slogate.kubeclient import load_config
+
+    load_config(kubeconfig)
+    return k8s.ApiClient()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """CI gate: exit 0 allow, 1 block, 2 warn or unknown; reasons on stdout."""
+    from slogate.clusterview import EXIT_WARN, check
+
+    kind, sep, name = args.target.partition("/")
+    if not sep or not name:
+        print("error: give KIND/NAME, e.g. deployment/checkout", file=sys.stderr)
+        return EXIT_WARN
+    try:
+        result = check(_api(args.kubeconfig), kind.lower(), name, args.namespace, args.stale_after)
+    except Exception as exc:  # CI must get "unknown", not a traceback
+        print(f"UNKNOWN: {exc}", file=sys.stderr)
+        return EXIT_WARN
+    print(f"{result.decision}: {args.target} in {args.namespace}")
+    for line in result.lines:
+        print(f"  {line}")
+    return result.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from slogate.clusterview import list_slos, render_table, status_rows
+
+    namespace = None if args.all_namespaces else args.namespace
+    rows = status_rows(list_slos(_api(args.kubeconfig), namespace))
+    if args.output == "json":
+        print(json.dumps([{k: v for k, v in r.items() if k != "_cells"} for r in rows], indent=2))
+    else:
+        print(render_table(rows, color=sys.stdout.isatty()))
     return 0
 
 
@@ -181,62 +289,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("controller", help="evaluate SLOs against Prometheus and write status")
-    add_prometheus_flags(p)
-    p.add_argument(
-        "--namespace",
-        action="append",
-        default=[],
-        help="watch only this namespace (repeatable; default: all namespaces)",
-    )
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
-    p.add_argument("--metrics-port", type=int, default=8080, help="/metrics port; 0 disables")
-    p.add_argument("--liveness-port", type=int, default=8081, help="/healthz port; 0 disables")
-    p.add_argument(
-        "--heartbeat",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="rewrite an unchanged status this often (default 300)",
-    )
-    p.add_argument("--batch-size", type=int, default=50, help="SLOs per Prometheus request")
-    p.add_argument(
-        "--peering",
-        default=None,
-        metavar="NAME",
-        help="kopf peering name for HA (one active replica); default: standalone",
-    )
-    p.add_argument("--priority", type=int, default=0, help="kopf peering priority")
-    p.add_argument("--log-format", choices=("json", "plain"), default="json")
+    add_common_flags(p, metrics_help="/metrics port; 0 disables")
+    add_controller_flags(p)
     p.set_defaults(func=cmd_controller)
 
     p = sub.add_parser("webhook", help="serve the admission webhook that gates rollouts")
-    p.add_argument(
-        "--tls-cert-file", required=True, help="serving certificate (reloaded on change)"
-    )
-    p.add_argument("--tls-key-file", required=True)
-    p.add_argument("--port", type=int, default=8443, help="HTTPS port for AdmissionReviews")
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=8080,
-        help="plain HTTP port for /metrics, /healthz and /readyz; 0 disables",
-    )
-    p.add_argument(
-        "--stale-after",
-        type=float,
-        default=900.0,
-        metavar="SECONDS",
-        help="an SLO status older than this counts as unknown (onUnknown applies)",
-    )
-    p.add_argument(
-        "--namespace",
-        action="append",
-        default=[],
-        help="index only this namespace (repeatable; default: all)",
-    )
-    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
-    p.add_argument("--log-format", choices=("json", "plain"), default="json")
+    add_common_flags(p, metrics_help="plain HTTP port for /metrics, /healthz, /readyz")
+    add_webhook_flags(p)
     p.set_defaults(func=cmd_webhook)
+
+    p = sub.add_parser("run", help="controller and webhook in one process (local use)")
+    add_common_flags(p, metrics_help="plain HTTP port for /metrics, /healthz, /readyz")
+    add_controller_flags(p)
+    add_webhook_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="would a rollout be admitted now? (exit 0/1/2 for CI)")
+    p.add_argument("target", metavar="KIND/NAME", help="deployment/NAME or releasegate/NAME")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    p.add_argument("--stale-after", type=float, default=900.0, metavar="SECONDS")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="SLOs with budget, burn, risk and forecast")
+    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="run the local demo (control plane, Prometheus, examples)")
     p.add_argument("--once", action="store_true", help="show the story and exit (for scripts)")

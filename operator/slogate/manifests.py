@@ -16,6 +16,7 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 class Document:
     source: str  # "path" or "path#2" for the third document in a file
     body: Any
+    error: str | None = None  # the file could not be read or parsed
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -38,13 +39,20 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def load_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
-    """Every non-empty YAML document in the given files and directories.
-
-    Raises ``yaml.YAMLError`` or ``OSError`` with the file named, for the caller to report.
-    """
+    """Every non-empty YAML document in the given files and directories; a file that cannot
+    be read or parsed yields one Document carrying the error, so the others still count."""
     for path in expand_paths(paths):
-        text = path.read_text(encoding="utf-8")
-        docs = [d for d in yaml.safe_load_all(text)]
+        try:
+            docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            yield Document(str(path), None, f"cannot read: {exc}")
+            continue
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            yield Document(str(path), None, f"not valid YAML{where}: {problem}")
+            continue
         many = len(docs) > 1
         for index, body in enumerate(docs):
             if body is None:

@@ -228,26 +228,34 @@ class Controller:
             return
         self.evaluator.upsert(body, spec)
 
-    def run(self) -> None:
-        kopf.configure(
-            verbose=False,
-            log_format=kopf.LogFormat.JSON
-            if self.options.log_format == "json"
-            else kopf.LogFormat.PLAIN,
-        )
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per query is noise
-        if self.options.metrics_port:
-            start_http_server(self.options.metrics_port, registry=metrics.REGISTRY)
-        kopf.run(
-            registry=self.registry,
-            clusterwide=not self.options.namespaces,
-            namespaces=self.options.namespaces,
-            standalone=self.options.peering is None,
-            peering_name=self.options.peering,
-            priority=self.options.priority,
-            liveness_endpoint=(
+    def operator_kwargs(self) -> dict[str, Any]:
+        """Arguments for ``kopf.run`` / ``kopf.operator`` (``slogate run`` combines roles)."""
+        return {
+            "registry": self.registry,
+            "clusterwide": not self.options.namespaces,
+            "namespaces": self.options.namespaces,
+            "standalone": self.options.peering is None,
+            "peering_name": self.options.peering,
+            "priority": self.options.priority,
+            "liveness_endpoint": (
                 f"http://0.0.0.0:{self.options.liveness_port}/healthz"
                 if self.options.liveness_port
                 else None
             ),
-        )
+        }
+
+    def run(self) -> None:
+        configure_logging(self.options.log_format)
+        if self.options.metrics_port:
+            start_http_server(self.options.metrics_port, registry=metrics.REGISTRY)
+        kopf.run(**self.operator_kwargs())
+
+
+def configure_logging(log_format: str) -> None:
+    kopf.configure(
+        verbose=False,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    # One line per query or per handled watch event is noise at thousands of SLOs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import kopf
 from kubernetes import client as k8s
 
 from slogate import metrics
+from slogate.controller.app import Controller, configure_logging
 from slogate.core.admission import Change, Review, Verdict, is_rollback, review, settle
 from slogate.core.gate import DEFAULT_STALE_AFTER_S
 from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
@@ -223,16 +225,27 @@ class Webhook:
                 )
             )
 
+    def operator_kwargs(self) -> dict[str, Any]:
+        # Every replica answers admission from its own index: never a paused peer.
+        return {
+            "registry": self.registry,
+            "clusterwide": not self.options.namespaces,
+            "namespaces": self.options.namespaces,
+            "standalone": True,
+        }
+
     def run(self) -> None:
-        kopf.configure(
-            verbose=False,
-            log_format=kopf.LogFormat.JSON
-            if self.options.log_format == "json"
-            else kopf.LogFormat.PLAIN,
-        )
-        kopf.run(
-            registry=self.registry,
-            clusterwide=not self.options.namespaces,
-            namespaces=self.options.namespaces,
-            standalone=True,
-        )
+        configure_logging(self.options.log_format)
+        kopf.run(**self.operator_kwargs())
+
+
+async def run_both(controller: Controller, webhook: Webhook) -> None:
+    """``slogate run``: both roles in one process and one event loop, for local use."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.gather(
+        kopf.operator(**controller.operator_kwargs(), stop_flag=stop),
+        kopf.operator(**webhook.operator_kwargs(), stop_flag=stop),
+    )
