@@ -138,7 +138,12 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="kopf peering name for HA (one active replica); default: standalone",
     )
-    p.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="kopf peering priority; 0 (default) picks a random one per process",
+    )
 
 
 def add_webhook_flags(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,9 @@ import asyncio
 import dataclasses
 import logging
 import math
+import os
+import random
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +29,7 @@ from slogate.controller.entries import SloEntry
 from slogate.controller.evaluator import Evaluator, EvaluatorSettings, TickStats
 from slogate.controller.gates import GateKeeper
 from slogate.controller.kube import KubeSink
+from slogate.controller.peering import LIFETIME_S, PeeringMonitor
 from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView
 from slogate.core.objective import SloSpec
 from slogate.core.releasegate import GateSpec
@@ -64,6 +68,12 @@ class Controller:
         self.sink: KubeSink | None = None
         self.evaluator: Evaluator | None = None
         self.task: asyncio.Task[None] | None = None
+        self.peering_task: asyncio.Task[None] | None = None
+        # A random priority unless given: of several replicas exactly one is active (kopf
+        # pauses all replicas that tie).
+        self.priority = options.priority or random.randint(1, 1_000_000)
+        self.identity = f"{socket.gethostname()}-{os.getpid()}"
+        self.peering = PeeringMonitor(options.peering or "slogate", self.identity, self.priority)
         self.gates = GateKeeper(
             heartbeat_s=options.evaluator.heartbeat_s, stale_after_s=options.stale_after_s
         )
@@ -132,7 +142,8 @@ class Controller:
             settings.posting.level = logging.WARNING
             settings.peering.name = self.options.peering or "slogate"
             settings.peering.standalone = self.options.peering is None
-            settings.peering.priority = self.options.priority
+            settings.peering.priority = self.priority
+            settings.peering.lifetime = LIFETIME_S
             load_config(self.options.kubeconfig)
             api = k8s.ApiClient()
             self.sink = KubeSink(api)
@@ -144,13 +155,20 @@ class Controller:
                 on_tick=self._on_tick,
                 after_tick=self._refresh_gates,
             )
-            self.task = asyncio.create_task(self.evaluator.run(), name="slogate-evaluator")
+            if self.options.peering is None:
+                self.task = asyncio.create_task(self.evaluator.run(), name="slogate-evaluator")
+            else:
+                self.peering_task = asyncio.create_task(self.peering.run(api))
+                self.task = asyncio.create_task(
+                    self.evaluator.run(self.peering), name="slogate-evaluator"
+                )
 
         @kopf.on.cleanup(registry=reg)
         async def cleanup(**_: Any) -> None:
-            if self.task is not None:
-                self.task.cancel()
-                await asyncio.gather(self.task, return_exceptions=True)
+            for task in (self.task, self.peering_task):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             for client in self.clients.values():
                 await client.aclose()
 
@@ -158,18 +176,24 @@ class Controller:
         def probe(**_: Any) -> float | None:
             return None if math.isnan(self.last_tick) else self.last_tick
 
-        @kopf.on.resume(*kind, registry=reg)
-        @kopf.on.create(*kind, registry=reg)
-        @kopf.on.update(*kind, registry=reg)
-        async def slo_changed(body: kopf.Body, **_: Any) -> None:
+        # Watch events rather than create/update handlers: they need no diff-base, so a standby
+        # peer that takes over sees every object as it is (its own kopf never saw the changes).
+        @kopf.on.event(*kind, registry=reg)
+        async def slo_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+            if type == "DELETED":
+                meta = body["metadata"]
+                if self.evaluator is not None:
+                    self.evaluator.remove((meta["namespace"], meta["name"]))
+                return
             await self._accept(dict(body))
 
         gate_kind = (GROUP, VERSION, GATE_KIND.plural)
 
-        @kopf.on.resume(*gate_kind, registry=reg)
-        @kopf.on.create(*gate_kind, registry=reg)
-        @kopf.on.update(*gate_kind, registry=reg)
-        def gate_changed(body: kopf.Body, **_: Any) -> None:
+        @kopf.on.event(*gate_kind, registry=reg)
+        def gate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+            if type == "DELETED":
+                self.gates.remove((body["metadata"]["namespace"], body["metadata"]["name"]))
+                return
             try:
                 spec = GateSpec.model_validate(body.get("spec") or {})
             except ValidationError as exc:
@@ -180,14 +204,8 @@ class Controller:
                     exc,
                 )
                 return
-            self.gates.upsert(dict(body), spec)
-            if self.evaluator is not None:
+            if self.gates.upsert(dict(body), spec) and self.evaluator is not None:
                 self.evaluator.wake()
-
-        @kopf.on.delete(*gate_kind, registry=reg, optional=True)
-        def gate_deleted(name: str, namespace: str | None, **_: Any) -> None:
-            assert namespace is not None
-            self.gates.remove((namespace, name))
 
         @kopf.on.delete(*kind, registry=reg)
         def slo_deleted(name: str, namespace: str | None, **_: Any) -> None:
@@ -217,6 +235,10 @@ class Controller:
             # CRD installed from an older version) is reported, not crashed on.
             errors = field_errors({**body, "apiVersion": f"{GROUP}/{VERSION}"})
             meta = body["metadata"]
+            old = body.get("status") or {}
+            reported = any(c.get("reason") == "InvalidSpec" for c in old.get("conditions") or [])
+            if reported and old.get("observedGeneration") == meta.get("generation"):
+                return  # already said; our own status write must not trigger another
             status = failed_status(
                 body.get("status"),
                 generation=meta.get("generation"),
@@ -236,7 +258,8 @@ class Controller:
             "namespaces": self.options.namespaces,
             "standalone": self.options.peering is None,
             "peering_name": self.options.peering,
-            "priority": self.options.priority,
+            "priority": self.priority,
+            "identity": self.identity,
             "liveness_endpoint": (
                 f"http://0.0.0.0:{self.options.liveness_port}/healthz"
                 if self.options.liveness_port

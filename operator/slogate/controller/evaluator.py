@@ -119,9 +119,22 @@ class Evaluator:
     # --- registry (called by the kopf handlers) ----------------------------------------------
 
     def upsert(self, body: dict[str, Any], spec: SloSpec) -> SloEntry:
+        """Register a new or changed SLO; an event that changes nothing (e.g. our own status
+        write coming back through the watch) leaves the entry and its schedule alone."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        entry = new_entry(body, spec, self.entries.get(key))
+        old = self.entries.get(key)
+        if (
+            old is not None
+            and old.uid == meta.get("uid", "")
+            and old.generation == meta.get("generation")
+            and old.labels == (meta.get("labels") or {})
+        ):
+            # Keep the stored status current (a standby replica sees the active one's writes),
+            # so a takeover compares against what users see and repeats no Event.
+            old.status = body.get("status") or old.status
+            return old
+        entry = new_entry(body, spec, old)
         entry.next_due = 0.0  # a new or changed SLO is evaluated at once
         self.entries[key] = entry
         self.wake()

@@ -54,10 +54,14 @@ class GateKeeper:
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
 
-    def upsert(self, body: Mapping[str, Any], spec: GateSpec) -> None:
+    def upsert(self, body: Mapping[str, Any], spec: GateSpec) -> bool:
+        """Register a gate; False when the event changed nothing we read (e.g. a status write)."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         old = self.gates.get(key)
+        if old is not None and old.uid == meta.get("uid", "") and old.spec == spec:
+            old.generation = meta.get("generation")
+            return False
         self.gates[key] = GateEntry(
             meta["namespace"],
             meta["name"],
@@ -67,6 +71,7 @@ class GateKeeper:
             status=(old.status if old else None) or dict(body.get("status") or {}) or None,
             last_write=old.last_write if old else -math.inf,
         )
+        return True
 
     def remove(self, key: Key) -> None:
         self.gates.pop(key, None)
