@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from slogate.localenv.controlplane import ControlPlane
+from slogate.localenv.objects import deployment
 from tests.conftest import EXAMPLES, MANIFESTS
-from tests.integration.test_webhook import apply, deployment, gate, slo, slo_status
+from tests.integration.test_webhook import apply, gate, set_status, slo, slo_status
 
 NS = "cli"
 
@@ -62,16 +63,13 @@ def cluster(control_plane: ControlPlane) -> ControlPlane:
     cp = control_plane
     cp.kubectl("create", "namespace", NS)
     docs: list[dict[str, Any]] = [
-        {**slo("spent"), "metadata": {"name": "spent", "namespace": NS}},
-        {**slo("fine"), "metadata": {"name": "fine", "namespace": NS}},
-        {**slo("risky"), "metadata": {"name": "risky", "namespace": NS}},
-        {**gate("block", "checkout", "spent"), "metadata": {"name": "block", "namespace": NS}},
-        {**gate("ok", "cart", "fine"), "metadata": {"name": "ok", "namespace": NS}},
-        {**gate("warn", "pay", "risky"), "metadata": {"name": "warn", "namespace": NS}},
-        deployment("checkout", "checkout", namespace=NS),
-        deployment("cart", "cart", namespace=NS),
-        deployment("pay", "pay", namespace=NS),
-        deployment("other", "other", namespace=NS),
+        slo("spent", NS),
+        slo("fine", NS),
+        slo("risky", NS),
+        gate("block", "checkout", "spent", NS),
+        gate("ok", "cart", "fine", NS),
+        gate("warn", "pay", "risky", NS),
+        *(deployment(name, NS) for name in ("checkout", "cart", "pay", "other")),
     ]
     apply(cp, *docs)
     for name, st in (
@@ -79,19 +77,7 @@ def cluster(control_plane: ControlPlane) -> ControlPlane:
         ("fine", slo_status(0.8, "SAFE", 0.2, [])),
         ("risky", slo_status(0.3, "DANGER", 3.5, ["ticket-fast"])),
     ):
-        body = [{"op": "add", "path": "/status", "value": st}]
-        cp.kubectl(
-            "patch",
-            "slo",
-            name,
-            "-n",
-            NS,
-            "--subresource=status",
-            "--type=json",
-            "-p",
-            json.dumps(body),
-            check=True,
-        )
+        set_status(cp, name, st, NS)
     return cp
 
 

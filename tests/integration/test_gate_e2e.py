@@ -8,7 +8,6 @@ rollout is admitted.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
+from slogate.localenv.objects import deployment, ratio_slo, release_gate
 from slogate.localenv.prometheus import PrometheusServer, Series
 from slogate.localenv.roles import ControllerProcess, WebhookProcess
 from slogate.localenv.synthetic import Phase, counters, story
@@ -54,48 +54,18 @@ def world(
     hook = WebhookProcess(
         cp.kubeconfig, work / "certs", CertificateAuthority("e2e-ca"), work / "webhook.log"
     )
-    docs = [
-        {
-            "apiVersion": "slogate.dev/v1alpha1",
-            "kind": "ServiceLevelObjective",
-            "metadata": {"name": "checkout-availability", "namespace": NS},
-            "spec": {
-                "service": "checkout",
-                "target": 99.9,
-                "evaluation": {"interval": "10s"},
-                "indicator": {
-                    "ratio": {
-                        "errors": 'e2e_requests_total{job="checkout",code="500"}',
-                        "total": 'e2e_requests_total{job="checkout"}',
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": "slogate.dev/v1alpha1",
-            "kind": "ReleaseGate",
-            "metadata": {"name": "checkout", "namespace": NS},
-            "spec": {
-                "selector": {"matchLabels": {"app": "checkout"}},
-                "objectives": [{"name": "checkout-availability"}],
-            },
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "checkout", "namespace": NS, "labels": {"app": "checkout"}},
-            "spec": {
-                "selector": {"matchLabels": {"app": "checkout"}},
-                "template": {
-                    "metadata": {"labels": {"app": "checkout"}},
-                    "spec": {"containers": [{"name": "main", "image": "shop/checkout:1.0"}]},
-                },
-            },
-        },
+    cp.apply(
+        ratio_slo(
+            "checkout-availability",
+            NS,
+            'e2e_requests_total{job="checkout",code="500"}',
+            'e2e_requests_total{job="checkout"}',
+            evaluation={"interval": "10s"},
+        ),
+        release_gate("checkout", NS, "checkout", ["checkout-availability"]),
+        deployment("checkout", NS, image="shop/checkout:1.0"),
         hook.configuration(),
-    ]
-    applied = cp.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-    assert applied.returncode == 0, applied.stderr
+    )
     try:
         yield {"ctl": ctl, "hook": hook, "story": s, "prometheus": prometheus}
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -49,8 +48,7 @@ PEERING_CRD = {
 
 
 def apply(cp: ControlPlane, *docs: dict[str, Any]) -> None:
-    result = cp.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-    assert result.returncode == 0, result.stderr
+    cp.apply(*docs)
 
 
 @pytest.fixture(scope="module")

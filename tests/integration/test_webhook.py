@@ -18,6 +18,7 @@ import pytest
 
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
+from slogate.localenv.objects import deployment, ratio_slo, release_gate
 from slogate.localenv.roles import WebhookProcess
 
 pytestmark = pytest.mark.cluster
@@ -67,14 +68,14 @@ def slo_status(remaining: float, risk: str, burn1h: float, firing: list[str]) ->
     }
 
 
-def set_status(cp: ControlPlane, name: str, status: dict[str, Any]) -> None:
+def set_status(cp: ControlPlane, name: str, status: dict[str, Any], namespace: str = NS) -> None:
     body = [{"op": "add", "path": "/status", "value": status}]
     cp.kubectl(
         "patch",
         "slo",
         name,
         "-n",
-        NS,
+        namespace,
         "--subresource=status",
         "--type=json",
         "-p",
@@ -83,53 +84,16 @@ def set_status(cp: ControlPlane, name: str, status: dict[str, Any]) -> None:
     )
 
 
-def slo(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "slogate.dev/v1alpha1",
-        "kind": "ServiceLevelObjective",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "service": name,
-            "target": 99.9,
-            "indicator": {"ratio": {"errors": "e_total", "total": "t_total"}},
-        },
-    }
+def slo(name: str, namespace: str = NS) -> dict[str, Any]:
+    return ratio_slo(name, namespace, "e_total", "t_total")
 
 
-def gate(name: str, app: str, objective: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "slogate.dev/v1alpha1",
-        "kind": "ReleaseGate",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "selector": {"matchLabels": {"app": app}},
-            "objectives": [{"name": objective}],
-            **spec,
-        },
-    }
-
-
-def deployment(
-    name: str, app: str, image: str = "shop/app:1.0", namespace: str = NS
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": app}},
-            "template": {
-                "metadata": {"labels": {"app": app}},
-                "spec": {"containers": [{"name": "main", "image": image}]},
-            },
-        },
-    }
+def gate(name: str, app: str, objective: str, namespace: str = NS, **spec: Any) -> dict[str, Any]:
+    return release_gate(name, namespace, app, [objective], **spec)
 
 
 def apply(cp: ControlPlane, *docs: dict[str, Any]) -> None:
-    result = cp.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-    assert result.returncode == 0, result.stderr
+    cp.apply(*docs)
 
 
 def set_image(
@@ -185,13 +149,10 @@ def hook(
         gate("warnonly", "search", "spent", enforcement="Warn"),
         gate("dryrun", "ads", "spent", enforcement="DryRun"),
         gate("danger", "pay", "risky"),
-        deployment("checkout", "checkout"),
-        deployment("cart", "cart"),
-        deployment("search", "search"),
-        deployment("ads", "ads"),
-        deployment("pay", "pay"),
-        deployment("other", "other"),
-        deployment("probe", "probe"),
+        *(
+            deployment(name, NS)
+            for name in ("checkout", "cart", "search", "ads", "pay", "other", "probe")
+        ),
     )
     work = tmp_path_factory.mktemp("webhook")
     ca = CertificateAuthority("slogate-webhook-test-ca")
@@ -540,7 +501,7 @@ def test_failure_policy_when_the_webhook_is_down(
 ) -> None:
     """Runs last: it stops the webhook. Ignore fails open; Fail closes all but kube-system."""
     cp = control_plane
-    apply(cp, deployment("sys-app", "sys-app", namespace="kube-system"))
+    apply(cp, deployment("sys-app", "kube-system"))
     hook.stop()
     ok = set_image(cp, "checkout", "shop/checkout:ignored-down")
     assert ok.returncode == 0, ok.stderr

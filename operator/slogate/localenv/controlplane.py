@@ -209,6 +209,18 @@ class ControlPlane:
             timeout=timeout,
         )
 
+    def apply(self, *docs: dict[str, Any], kubeconfig: Path | None = None) -> None:
+        """``kubectl apply`` of objects given as dicts; raises with kubectl's message."""
+        result = self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            kubeconfig=kubeconfig,
+            input="\n---\n".join(json.dumps(d) for d in docs),
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl apply failed: {result.stderr.strip()}")
+
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", "-o", "json", *args, check=True).stdout)
 

@@ -30,6 +30,7 @@ from slogate.core.webhookconfig import WEBHOOK_PATH, validating_webhook_configur
 from slogate.localenv.binaries import REPO_ROOT, bin_dir
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
+from slogate.localenv.objects import deployment, release_gate
 from slogate.localenv.processes import Process, StartupError, free_port, wait_until
 from slogate.localenv.prometheus import PrometheusServer, Series, backfill_blocks
 from slogate.localenv.synthetic import Phase, Story, counters, histogram, story
@@ -122,32 +123,6 @@ def history(s: dict[str, Story]) -> list[Series]:
 def demo_objects() -> list[dict[str, Any]]:
     """Deployments to gate, and gates for the two services examples/ does not gate."""
 
-    def deployment(name: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": name, "image": f"shop/{name}:1.0"}]},
-                },
-            },
-        }
-
-    def gate(name: str, objective: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "slogate.dev/v1alpha1",
-            "kind": "ReleaseGate",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "objectives": [{"name": objective}],
-            },
-        }
-
     overrider = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
@@ -182,11 +157,12 @@ def demo_objects() -> list[dict[str, Any]]:
         )
     ]
     return [
-        deployment("checkout"),
-        deployment("payments-db"),
-        deployment("storefront"),
-        gate("payments-db", "payments-db-availability"),
-        gate("storefront", "storefront-monthly"),
+        *(
+            deployment(name, NS, image=f"shop/{name}:1.0", container=name, replicas=2)
+            for name in ("checkout", "payments-db", "storefront")
+        ),
+        release_gate("payments-db", NS, "payments-db", ["payments-db-availability"]),
+        release_gate("storefront", NS, "storefront", ["storefront-monthly"]),
         overrider,
         oncall,
         *bindings,
@@ -242,8 +218,7 @@ class Demo:
 
         _step("applying examples/ and the demo's Deployments and gates")
         _show(self.cp, "apply", "-f", str(REPO_ROOT / "examples"))
-        objects = "\n---\n".join(json.dumps(o) for o in demo_objects())
-        self.cp.kubectl("apply", "-f", "-", input=objects, check=True)
+        self.cp.apply(*demo_objects())
         self.alice = self.cp.write_kubeconfig(self.dir / "oncall-alice.kubeconfig", "oncall-alice")
         self._wait_for_status()
         _show(self.cp, "get", "slo", "-n", NS)
@@ -333,7 +308,7 @@ class Demo:
             },
             operator_namespace="slogate-system",
         )
-        self.cp.kubectl("apply", "-f", "-", input=json.dumps(config), check=True)
+        self.cp.apply(config)
         print(
             f"slogate: logs {self.dir / 'slogate.log'}, "
             f"metrics http://127.0.0.1:{self.metrics_port}/metrics"
