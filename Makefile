@@ -13,7 +13,7 @@ APT_PACKAGES := prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: test lint unit integration demo crds deps tools venv bench clean
+.PHONY: test lint unit integration demo crds docs deps tools venv bench clean
 
 test: deps venv tools lint
 	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m pytest -p no:cacheprovider $(ARGS)
@@ -35,9 +35,12 @@ demo: deps venv tools
 bench: deps venv tools
 	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) bench/bench_math.py
 
-# Regenerate crds/ from the pydantic models (a test fails when they are out of date).
+# Regenerate crds/ and docs/reference.md from the pydantic models (tests fail when stale).
 crds: venv
 	$(PY) -m slogate crds --out crds
+	$(PY) -m slogate reference --out docs/reference.md
+
+docs: crds
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -31,6 +31,17 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    from slogate.reference import reference
+
+    text = reference()
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Offline check of manifests with the same models the operator and the CRDs use."""
     bad = checked = 0
@@ -288,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crds", help="print or write the CustomResourceDefinitions")
     p.add_argument("--out", help="directory to write one file per CRD into")
     p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser("reference", help="print or write the field reference (Markdown)")
+    p.add_argument("--out", help="file to write, e.g. docs/reference.md")
+    p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser("validate", help="check manifests offline (files or directories)")
     p.add_argument("paths", nargs="+")

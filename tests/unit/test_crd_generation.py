@@ -65,3 +65,10 @@ def test_names_printer_columns_and_categories() -> None:
 def test_yaml_round_trip() -> None:
     for doc in all_crds().values():
         assert yaml.safe_load(dump_yaml(doc)) == doc
+
+
+def test_reference_doc_is_current() -> None:
+    from slogate.reference import reference
+
+    committed = (CRDS.parent / "docs" / "reference.md").read_text()
+    assert committed == reference(), "docs/reference.md is stale: run `make docs`"

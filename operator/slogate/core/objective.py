@@ -74,7 +74,15 @@ class LatencyIndicator(SpecModel):
 class QueryIndicator(SpecModel):
     """Escape hatch: PromQL that returns the error ratio (0..1) over ``{{window}}``."""
 
-    error_ratio: Annotated[str, NonBlank, Field(min_length=1, max_length=8192)]
+    error_ratio: Annotated[
+        str,
+        NonBlank,
+        Field(
+            min_length=1,
+            max_length=8192,
+            description="PromQL for the error ratio (0..1); {{window}} becomes each window.",
+        ),
+    ]
 
     cross_field_rules = (
         CrossFieldRule(
@@ -114,7 +122,10 @@ class Indicator(SpecModel):
 class Calendar(SpecModel):
     """A calendar compliance window: the budget resets at the start of every period."""
 
-    period: Literal["week", "month", "quarter"]
+    period: Annotated[
+        Literal["week", "month", "quarter"],
+        Field(description="week (from Monday 00:00), month or quarter, in timeZone."),
+    ]
     time_zone: Annotated[
         str,
         Field(
@@ -142,11 +153,23 @@ def _known_zone(name: str) -> bool:
 class BurnRateRule(SpecModel):
     """Alert when the burn rate over both ``long`` and ``short`` windows exceeds ``burnRate``."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
-    long: Duration
-    short: Duration
-    burn_rate: Annotated[StrictFloat, Field(gt=0, le=1000)]
-    severity: Literal["page", "ticket"]
+    name: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+            max_length=63,
+            description="Shown in status.firing; page rules make the risk FREEZE.",
+        ),
+    ]
+    long: Annotated[Duration, Field(description="Long window, e.g. 1h.")]
+    short: Annotated[Duration, Field(description="Short window that confirms it, e.g. 5m.")]
+    burn_rate: Annotated[
+        StrictFloat, Field(gt=0, le=1000, description="Threshold, in multiples of the budget.")
+    ]
+    severity: Annotated[
+        Literal["page", "ticket"],
+        Field(description="page: FREEZE while firing; ticket: DANGER while firing."),
+    ]
 
     cross_field_rules = (
         CrossFieldRule(
@@ -230,10 +253,24 @@ class PrometheusRef(SpecModel):
 class SloSpec(SpecModel):
     """spec of a ServiceLevelObjective."""
 
-    service: Annotated[str, NonBlank, Field(min_length=1, max_length=253)]
-    owner: Annotated[str, Field(max_length=253)] | None = None
-    tier: Annotated[StrictInt, Field(ge=1, le=3)] | None = None
-    description: Annotated[str, Field(max_length=1024)] | None = None
+    service: Annotated[
+        str,
+        NonBlank,
+        Field(min_length=1, max_length=253, description="The service this SLO belongs to."),
+    ]
+    owner: (
+        Annotated[
+            str, Field(max_length=253, description="Team that owns the SLO (shown in reports).")
+        ]
+        | None
+    ) = None
+    tier: (
+        Annotated[StrictInt, Field(ge=1, le=3, description="1 (critical) .. 3 (standard).")] | None
+    ) = None
+    description: (
+        Annotated[str, Field(max_length=1024, description="What the SLO promises, in words.")]
+        | None
+    ) = None
     target: Annotated[
         StrictFloat,
         Field(gt=0, lt=100, description="Percent of good events promised, 0 < target < 100."),
@@ -247,7 +284,13 @@ class SloSpec(SpecModel):
     ) = None
     calendar: Calendar | None = None
     indicator: Indicator
-    alerting: Alerting | None = None
+    alerting: (
+        Annotated[
+            Alerting,
+            Field(description="Burn-rate rules; default: the SRE Workbook's multiwindow table."),
+        ]
+        | None
+    ) = None
     evaluation: Evaluation = Evaluation()
     depends_on: Annotated[
         list[Dependency],

@@ -25,7 +25,7 @@ MAX_OVERRIDE_S = 7 * 86400
 
 
 class ObjectiveRef(SpecModel):
-    name: K8sName
+    name: Annotated[K8sName, Field(description="A ServiceLevelObjective in this namespace.")]
 
 
 class Policy(SpecModel):
