@@ -38,6 +38,7 @@ bench: deps venv tools
 # Regenerate crds/ and docs/reference.md from the pydantic models (tests fail when stale).
 crds: venv
 	$(PY) -m slogate crds --out crds
+	cp crds/*.yaml charts/slogate/crds/
 	$(PY) -m slogate reference --out docs/reference.md
 
 docs: crds

@@ -48,6 +48,11 @@ firing = Gauge(
     "slogate_slo_firing", "1 while a burn-rate rule fires.", (*_SLO, "rule"), registry=REGISTRY
 )
 
+controller_active = Gauge(
+    "slogate_controller_active",
+    "1 on the controller replica that evaluates (kopf peering), 0 on a standby.",
+    registry=REGISTRY,
+)
 evaluation_duration = Histogram(
     "slogate_evaluation_duration_seconds",
     "Wall time of one evaluation tick.",

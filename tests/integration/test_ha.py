@@ -151,11 +151,14 @@ def test_one_active_and_takeover(
     assert evaluations(a) >= 2
     assert evaluations(b) == 0
     assert b.metric("slogate_status_writes_total") == 0
+    assert a.metric("slogate_controller_active") == 1
+    assert b.metric("slogate_controller_active") == 0
     if how == "sigkill":
         a.kill()
     else:
         a.popen.send_signal(signal.SIGTERM)
     took = wait_for(lambda: evaluations(b) > 0, 90)
+    assert b.metric("slogate_controller_active") == 1
     print(f"\ntakeover after {how} of the active controller: {took:.1f} s")
     # kill -9: the peer's lease (30 s) must lapse; SIGTERM: kopf withdraws it at once.
     assert took < (45 if how == "sigkill" else 15)

@@ -73,7 +73,12 @@ class Controller:
         # pauses all replicas that tie).
         self.priority = options.priority or random.randint(1, 1_000_000)
         self.identity = f"{socket.gethostname()}-{os.getpid()}"
-        self.peering = PeeringMonitor(options.peering or "slogate", self.identity, self.priority)
+        self.peering = PeeringMonitor(
+            options.peering or "slogate",
+            self.identity,
+            self.priority,
+            on_change=self._on_peering_change,
+        )
         self.gates = GateKeeper(
             heartbeat_s=options.evaluator.heartbeat_s, stale_after_s=options.stale_after_s
         )
@@ -142,6 +147,9 @@ class Controller:
             settings.posting.level = logging.WARNING
             settings.peering.name = self.options.peering or "slogate"
             settings.peering.standalone = self.options.peering is None
+            # One ClusterKopfPeering for every mode, also when watching only some namespaces:
+            # the replicas compete for the whole controller, not per namespace.
+            settings.peering.clusterwide = True
             settings.peering.priority = self.priority
             settings.peering.lifetime = LIFETIME_S
             load_config(self.options.kubeconfig)
@@ -156,8 +164,10 @@ class Controller:
                 after_tick=self._refresh_gates,
             )
             if self.options.peering is None:
+                metrics.controller_active.set(1.0)
                 self.task = asyncio.create_task(self.evaluator.run(), name="slogate-evaluator")
             else:
+                metrics.controller_active.set(0.0)  # until peering says otherwise
                 self.peering_task = asyncio.create_task(self.peering.run(api))
                 self.task = asyncio.create_task(
                     self.evaluator.run(self.peering), name="slogate-evaluator"
@@ -213,6 +223,14 @@ class Controller:
             if self.evaluator is not None:
                 self.evaluator.remove((namespace, name))
             metrics.forget_slo(namespace, name)
+
+    def _on_peering_change(self, active: bool) -> None:
+        metrics.controller_active.set(1.0 if active else 0.0)
+        if not active and self.evaluator is not None:
+            # A standby must not keep exporting the numbers it last saw: the active replica's
+            # are the current ones, and dashboards aggregate over replicas.
+            for entry in self.evaluator.entries.values():
+                metrics.forget_slo(entry.namespace, entry.name)
 
     async def _refresh_gates(self, now: float, changed: bool) -> None:
         """Recompute gate decisions when SLOs changed, or every few seconds (staleness)."""

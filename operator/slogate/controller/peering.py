@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from kubernetes import client as k8s
@@ -43,8 +43,16 @@ def should_be_active(
 
 
 class PeeringMonitor:
-    def __init__(self, name: str, identity: str, priority: int, interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        identity: str,
+        priority: int,
+        interval_s: float = 2.0,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
         self.name = name
+        self.on_change = on_change
         self.identity = identity
         self.priority = priority
         self.interval_s = interval_s
@@ -90,4 +98,7 @@ class PeeringMonitor:
                 else "paused: another replica is active",
                 why,
             )
+        changed = active != self.active
         self.active = active
+        if changed and self.on_change is not None:
+            self.on_change(active)

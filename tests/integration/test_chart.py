@@ -1,0 +1,1158 @@
+"""The Helm chart: lint, render, server-side dry-run, least-privilege RBAC, and the real processes
+running under exactly the RBAC the chart grants.
+
+Rendering is `helm template` (no cluster); what the API server thinks of the result is asked of
+the real kube-apiserver with `kubectl apply --dry-run=server`. cert-manager and
+prometheus-operator are not installed in the test cluster, so minimal stand-in CRDs for their
+kinds (schema: anything goes) let the dry-run check everything else in those manifests.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from slogate.localenv.binaries import tool
+from slogate.localenv.certs import CertificateAuthority
+from slogate.localenv.controlplane import ControlPlane
+from slogate.localenv.processes import Process, free_port, wait_until
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "slogate"
+KUBE_VERSION = "v1.33.13"
+RELEASE = "slogate"
+
+CERT_MANAGER: dict[str, Any] = {"webhook": {"certificates": {"source": "cert-manager"}}}
+EVERYTHING_ON: dict[str, Any] = {
+    "webhook": {"certificates": {"source": "cert-manager"}},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "grafanaDashboard": {"enabled": True},
+    "prometheus": {
+        "bearerToken": {"existingSecret": "prometheus-token"},
+        "ca": {"existingConfigMap": "prometheus-ca"},
+        "headers": {"X-Scope-OrgID": "team-a"},
+        "trustedUrls": ["http://thanos-query.monitoring:9090"],
+    },
+}
+
+# --- helm ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _helm_home() -> dict[str, str]:
+    # Helm keeps caches and repository config under $HOME; tests must not touch the user's.
+    home = Path(tempfile.mkdtemp(prefix="slogate-helm-"))
+    return {
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+
+def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **_helm_home()}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run(
+        [tool("helm"), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def _values_file(values: dict[str, Any]) -> str:
+    path = Path(_helm_home()["HELM_CONFIG_HOME"]).parent / f"values-{uuid.uuid4().hex}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def template_text(values: dict[str, Any] | None = None, namespace: str = "slogate-system") -> str:
+    result = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        _values_file(values or {}),
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@functools.cache
+def _render_cached(values_json: str, namespace: str) -> tuple[dict[str, Any], ...]:
+    text = template_text(json.loads(values_json), namespace)
+    return tuple(d for d in yaml.safe_load_all(text) if d)
+
+
+def render(values: dict[str, Any] | None = None, namespace: str = "slogate-system") -> list[Any]:
+    """Rendered documents; copies, so a test may not change what another one sees."""
+    docs = _render_cached(json.dumps(values or {}, sort_keys=True), namespace)
+    return json.loads(json.dumps(docs))  # type: ignore[no-any-return]
+
+
+def only(docs: list[Any], kind: str, name: str | None = None) -> Any:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
+    return found[0]
+
+
+def controller_of(docs: list[Any]) -> Any:
+    return only(docs, "Deployment", "slogate-controller")
+
+
+def webhook_of(docs: list[Any]) -> Any:
+    return only(docs, "Deployment", "slogate-webhook")
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]  # type: ignore[no-any-return]
+
+
+def args_of(workload: dict[str, Any]) -> list[str]:
+    return [str(a) for a in container(workload)["args"]]
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+# --- CRDs and chart metadata -------------------------------------------------------------------
+
+
+def test_chart_crds_are_byte_copies_of_generated_crds() -> None:
+    generated = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    assert generated, "crds/ is empty"
+    in_chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert in_chart == sorted([*generated, "kopf-peering.yaml"])
+    for name in generated:
+        assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
+            f"charts/slogate/crds/{name} is stale: run `make crds`, then "
+            "`cp crds/*.yaml charts/slogate/crds/`"
+        )
+
+
+def test_kopf_peering_crd_uses_the_group_kopf_looks_for() -> None:
+    # kopf finds peering objects in kopf.dev (or legacy zalando.org) only; with a CRD in any
+    # other group a controller started with --peering stays paused and never says why.
+    from kopf._cogs.structs import references
+
+    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
+    assert len(docs) == 1
+    crd = docs[0]
+    assert crd["spec"]["group"] == references.CLUSTER_PEERINGS_K.group == "kopf.dev"
+    assert (crd["spec"]["scope"], crd["spec"]["names"]["plural"]) == (
+        "Cluster",
+        references.CLUSTER_PEERINGS_K.any_name,
+    )
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1"
+    assert "subresources" not in version  # kopf patches .status on the object itself
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]
+
+
+def _value_paths(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    # Maps that are one setting (resources, labels, security contexts) count as one key.
+    whole = {"resources", "labels", "podSecurityContext", "containerSecurityContext"}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in whole:
+            yield from _value_paths(value, path + ".")
+        else:
+            yield path
+
+
+def _documented_paths(readme: str) -> set[str]:
+    """Keys in the README's values table; `.x` in a cell is relative to its first key."""
+    table = readme.split("## Values", 1)[1]
+    documented = set()
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        keys = re.findall(r"`([\w.]+)`", line.split(" | ")[0])
+        parent = keys[0].rsplit(".", 1)[0] if "." in keys[0] else ""
+        documented |= {f"{parent}{k}" if k.startswith(".") else k for k in keys}
+    return documented
+
+
+def test_chart_readme_documents_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    documented = _documented_paths((CHART / "README.md").read_text())
+    missing = sorted(set(_value_paths(values)) - documented)
+    assert not missing, f"charts/slogate/README.md does not document {missing}"
+    unknown = sorted(documented - set(_value_paths(values)))
+    assert not unknown, f"charts/slogate/README.md documents values that do not exist: {unknown}"
+
+
+# --- lint and schema ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, CERT_MANAGER, EVERYTHING_ON, {"watchNamespaces": ["shop", "payments"]}],
+    ids=["default", "cert-manager", "everything-on", "namespaced"],
+)
+def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
+    result = helm(
+        "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, "-f", _values_file(values)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"webhook": {"timeoutSeconds": 10}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"timeoutSeconds": 0}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
+        ({"webhook": {"certificates": {"source": "vault"}}}, "/webhook/certificates/source"),
+        ({"webhook": {"timeoutSecond": 3}}, "timeoutSecond"),  # a typo is not ignored
+        ({"prometheus": {"url": "prometheus:9090"}}, "/prometheus/url"),
+        ({"prometheus": {"url": "http://admin:secret@prometheus:9090"}}, "/prometheus/url"),
+        ({"logFormat": "xml"}, "/logFormat"),
+    ],
+    ids=[
+        "timeout-10",
+        "timeout-0",
+        "failure-policy",
+        "cert-source",
+        "unknown-key",
+        "url-without-scheme",
+        "url-with-password",
+        "log-format",
+    ],
+)
+def test_values_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -> None:
+    result = helm(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f", _values_file(values)
+    )
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+    assert complaint in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        (
+            {
+                "prometheus": {
+                    "bearerToken": {"existingSecret": "t"},
+                    "basicAuth": {"username": "u", "existingSecret": "p"},
+                }
+            },
+            "use either bearerToken or basicAuth",
+        ),
+        ({"prometheus": {"basicAuth": {"username": "u"}}}, "needs both username"),
+        (
+            {"prometheus": {"ca": {"existingSecret": "a", "existingConfigMap": "b"}}},
+            "not both",
+        ),
+    ],
+    ids=["bearer-and-basic", "basic-without-password", "ca-twice"],
+)
+def test_conflicting_prometheus_auth_fails_with_a_clear_message(
+    values: dict[str, Any], complaint: str
+) -> None:
+    result = helm(
+        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f", _values_file(values)
+    )
+    assert result.returncode != 0
+    assert complaint in result.stderr, result.stderr
+
+
+# --- the real API server -----------------------------------------------------------------------
+
+
+def _stand_in_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
+    """A CRD that accepts any spec: enough for a dry-run of the chart's objects of that kind."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}", "labels": {"slogate.dev/test": "stand-in"}},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+STAND_INS = [
+    _stand_in_crd("cert-manager.io", "Issuer", "issuers"),
+    _stand_in_crd("cert-manager.io", "Certificate", "certificates"),
+    _stand_in_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+]
+
+
+def install_chart_crds(cp: ControlPlane, stand_ins: bool = True) -> None:
+    docs = [*STAND_INS] if stand_ins else []
+    # --force-conflicts: other test modules may have created kopf's peering CRD already.
+    applied = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    assert applied.returncode == 0, applied.stderr
+    if docs:
+        text = "\n---\n".join(yaml.safe_dump(d) for d in docs)
+        applied = cp.kubectl("apply", "--server-side", "-f", "-", input=text)
+        assert applied.returncode == 0, applied.stderr
+    names = ["clusterkopfpeerings.kopf.dev"]
+    names += [d["metadata"]["name"] for d in docs]
+    waited = cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", *names)
+    assert waited.returncode == 0, waited.stderr
+
+
+def fresh_namespace(cp: ControlPlane, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    created = cp.kubectl("create", "namespace", name)
+    assert created.returncode == 0, created.stderr
+    return name
+
+
+@pytest.fixture(scope="module")
+def chart_cluster(control_plane: ControlPlane) -> ControlPlane:
+    install_chart_crds(control_plane)
+    return control_plane
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, CERT_MANAGER, EVERYTHING_ON, {"watchNamespaces": ["default", "kube-public"]}],
+    ids=["default", "cert-manager", "everything-on", "namespaced"],
+)
+def test_rendered_chart_passes_server_side_dry_run(
+    chart_cluster: ControlPlane, values: dict[str, Any]
+) -> None:
+    ns = fresh_namespace(chart_cluster, "chart")
+    text = template_text(values, ns)
+    result = chart_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text)
+    assert result.returncode == 0, result.stderr
+    kinds = {line.split("/")[0] for line in result.stdout.splitlines()}
+    expected = {
+        "serviceaccount",
+        "clusterrole.rbac.authorization.k8s.io",
+        "clusterrolebinding.rbac.authorization.k8s.io",
+        "service",
+        "deployment.apps",
+        "clusterkopfpeering.kopf.dev",
+        "poddisruptionbudget.policy",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io",
+    }
+    if values is CERT_MANAGER or values is EVERYTHING_ON:
+        expected |= {"issuer.cert-manager.io", "certificate.cert-manager.io"}
+    else:
+        expected.add("secret")
+    if values is EVERYTHING_ON:
+        expected |= {"servicemonitor.monitoring.coreos.com", "configmap"}
+    assert expected <= kinds, result.stdout
+
+
+def test_upgrade_keeps_the_chart_generated_certificate(chart_cluster: ControlPlane) -> None:
+    """`lookup` finds the Secret of an earlier install: same certificate, same caBundle."""
+    ns = fresh_namespace(chart_cluster, "chart-upgrade")
+    first = only(render({}, ns), "Secret")
+    # As an earlier `helm install` of this release leaves it.
+    first["metadata"]["annotations"] = {
+        "meta.helm.sh/release-name": RELEASE,
+        "meta.helm.sh/release-namespace": ns,
+    }
+    applied = chart_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(first))
+    assert applied.returncode == 0, applied.stderr
+    # --dry-run=server renders against the cluster (lookup works) and creates nothing.
+    result = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        ns,
+        "--dry-run=server",
+        kubeconfig=chart_cluster.kubeconfig,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest, _, notes = result.stdout.partition("NOTES:")
+    docs = [d for d in yaml.safe_load_all(manifest.split("MANIFEST:", 1)[1]) if d]
+    again = only(docs, "Secret")
+    assert again["data"] == first["data"]
+    webhook = only(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
+    assert webhook["clientConfig"]["caBundle"] == first["data"]["ca.crt"]
+    # NOTES.txt renders and tells the user what to do next.
+    for hint in ("kubectl get slo", "kubectl get gate", "--clusterrole=slogate-overrider"):
+        assert hint in notes, notes
+
+
+# --- RBAC ---------------------------------------------------------------------------------------
+
+Rule = tuple[str, str, frozenset[str]]  # (apiGroup, resource, verbs)
+
+
+def rules_of(role: dict[str, Any]) -> set[Rule]:
+    """Every (group, resource) a role touches, with its verbs; one entry per pair."""
+    merged: dict[tuple[str, str], set[str]] = {}
+    for rule in role.get("rules") or []:
+        assert "nonResourceURLs" not in rule, role["metadata"]["name"]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                merged.setdefault((group, resource), set()).update(rule["verbs"])
+    return {(g, r, frozenset(v)) for (g, r), v in merged.items()}
+
+
+def _rules(*spec: tuple[str, list[str], list[str]]) -> set[Rule]:
+    return {(g, r, frozenset(verbs)) for g, resources, verbs in spec for r in resources}
+
+
+SLO_GATE = ["servicelevelobjectives", "releasegates"]
+CONTROLLER_RULES = _rules(
+    ("slogate.dev", SLO_GATE, ["get", "list", "watch", "patch"]),
+    ("slogate.dev", [f"{r}/status" for r in SLO_GATE], ["get", "patch"]),
+    ("", ["events"], ["create"]),
+    ("kopf.dev", ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
+    ("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]),
+    ("", ["namespaces"], ["get", "list", "watch"]),
+)
+WEBHOOK_RULES = _rules(
+    ("slogate.dev", SLO_GATE, ["get", "list", "watch"]),
+    ("slogate.dev", ["releasegates/status"], ["get", "patch"]),
+    ("apps", ["replicasets"], ["get", "list"]),
+    ("authorization.k8s.io", ["subjectaccessreviews"], ["create"]),
+    ("", ["events"], ["create"]),
+    ("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]),
+    ("", ["namespaces"], ["get", "list", "watch"]),
+)
+
+
+def roles(docs: list[Any]) -> list[Any]:
+    return [d for d in docs if d["kind"] in ("ClusterRole", "Role")]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, EVERYTHING_ON, {"watchNamespaces": ["shop"]}],
+    ids=["default", "everything-on", "namespaced"],
+)
+def test_no_role_has_wildcards_or_touches_secrets(values: dict[str, Any]) -> None:
+    found = roles(render(values))
+    assert len(found) >= 4
+    for role in found:
+        name = role["metadata"]["name"]
+        assert not role.get("aggregationRule"), name
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[key], f"{name}: wildcard in {key}: {rule}"
+                assert not any("*" in item for item in rule[key]), f"{name}: {rule}"
+            assert "secrets" not in rule["resources"], f"{name} may access Secrets: {rule}"
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), name
+
+
+def test_controller_role_is_exactly_what_the_controller_calls() -> None:
+    docs = render()
+    assert rules_of(only(docs, "ClusterRole", "slogate-controller")) == CONTROLLER_RULES
+
+
+def test_webhook_role_is_exactly_what_the_webhook_calls() -> None:
+    docs = render()
+    assert rules_of(only(docs, "ClusterRole", "slogate-webhook")) == WEBHOOK_RULES
+
+
+def test_namespaced_install_keeps_cluster_wide_peering() -> None:
+    docs = render({"watchNamespaces": ["shop", "payments"]})
+    assert rules_of(only(docs, "ClusterRole", "slogate-controller")) == CONTROLLER_RULES
+    assert only(docs, "ClusterKopfPeering")["metadata"]["name"] == "slogate"
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "KopfPeering")]
+    for workload in (controller_of(docs), webhook_of(docs)):
+        assert flag_values(args_of(workload), "--namespace") == ["shop", "payments"]
+
+
+def test_bindings_give_each_role_to_its_own_service_account() -> None:
+    docs = render()
+    for component in ("controller", "webhook"):
+        binding = only(docs, "ClusterRoleBinding", f"slogate-{component}")
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": f"slogate-{component}",
+        }
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": f"slogate-{component}",
+                "namespace": "slogate-system",
+            }
+        ]
+    for component in ("controller", "webhook"):
+        workload = only(docs, "Deployment", f"slogate-{component}")
+        assert workload["spec"]["template"]["spec"]["serviceAccountName"] == f"slogate-{component}"
+    # Only the two operator roles are bound; the people roles are bound by the user.
+    assert sorted(b["metadata"]["name"] for b in docs if b["kind"] == "ClusterRoleBinding") == [
+        "slogate-controller",
+        "slogate-webhook",
+    ]
+
+
+def test_overrider_role_grants_only_override_on_releasegates() -> None:
+    docs = render()
+    role = only(docs, "ClusterRole", "slogate-overrider")
+    assert rules_of(role) == _rules(("slogate.dev", ["releasegates"], ["override"]))
+    labels = role["metadata"].get("labels") or {}
+    assert not [k for k in labels if k.startswith("rbac.authorization.k8s.io/aggregate-to")]
+    assert not [
+        d
+        for d in render({"rbac": {"overriderRole": {"create": False}}})
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "slogate-overrider"
+    ]
+
+
+def test_user_roles_aggregate_reading_everywhere_and_writing_slos_only() -> None:
+    docs = render()
+    view = only(docs, "ClusterRole", "slogate-view")
+    assert rules_of(view) == _rules(("slogate.dev", SLO_GATE, ["get", "list", "watch"]))
+    assert {k for k, v in view["metadata"]["labels"].items() if v == "true"} == {
+        f"rbac.authorization.k8s.io/aggregate-to-{r}" for r in ("view", "edit", "admin")
+    }
+    edit = only(docs, "ClusterRole", "slogate-edit")
+    # Writing gates is nobody's by default: whoever a gate holds back must not delete it.
+    assert rules_of(edit) == _rules(
+        (
+            "slogate.dev",
+            ["servicelevelobjectives"],
+            ["create", "update", "patch", "delete", "deletecollection"],
+        )
+    )
+    off = render({"rbac": {"aggregateToDefaultRoles": False}})
+    assert sorted(r["metadata"]["name"] for r in roles(off)) == [
+        "slogate-controller",
+        "slogate-overrider",
+        "slogate-webhook",
+    ]
+
+
+# --- workloads ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("component", ["controller", "webhook"])
+def test_pods_are_locked_down(component: str) -> None:
+    workload = only(render(), "Deployment", f"slogate-{component}")
+    pod = workload["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(pod["securityContext"]["runAsUser"], int)
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = container(workload)
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for section in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][section])
+    assert c["image"] == "ghcr.io/slogate/slogate:0.1.0"
+    assert not any("secretKeyRef" in json.dumps(e) for e in c.get("env") or [])
+    assert "hostNetwork" not in pod and "hostPID" not in pod
+
+
+def test_image_digest_wins_over_tag() -> None:
+    digest = "sha256:" + "a" * 64
+    docs = render({"image": {"repository": "registry.example/slogate", "digest": digest}})
+    for workload in (controller_of(docs), webhook_of(docs)):
+        assert container(workload)["image"] == f"registry.example/slogate@{digest}"
+
+
+def test_controller_runs_the_contract_command_with_peering() -> None:
+    docs = render()
+    dep = controller_of(docs)
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    args = args_of(dep)
+    assert args[0] == "controller"
+    assert flag_values(args, "--prometheus-url") == [
+        "http://prometheus-operated.monitoring.svc:9090"
+    ]
+    assert flag_values(args, "--metrics-port") == ["8080"]
+    assert flag_values(args, "--liveness-port") == ["8081"]
+    assert flag_values(args, "--peering") == ["slogate"]
+    assert flag_values(args, "--log-format") == ["json"]
+    # kopf pauses every replica that ties for the top priority, and replicas share their
+    # arguments: a fixed --priority would stop them all. The controller picks a random one.
+    assert "--priority" not in args
+    c = container(dep)
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "metrics": 8080,
+        "liveness": 8081,
+    }
+    peering = only(docs, "ClusterKopfPeering")
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    assert peering["metadata"]["name"] == "slogate"
+
+
+def test_prometheus_credentials_are_mounted_files_not_arguments() -> None:
+    dep = controller_of(render(EVERYTHING_ON))
+    args = args_of(dep)
+    token = flag_values(args, "--prometheus-bearer-token-file")
+    ca = flag_values(args, "--prometheus-ca-file")
+    assert token == ["/etc/slogate/prometheus/bearer-token/token"]
+    assert ca == ["/etc/slogate/prometheus/ca/ca.crt"]
+    assert flag_values(args, "--prometheus-header") == ["X-Scope-OrgID=team-a"]
+    assert flag_values(args, "--prometheus-trusted-url") == ["http://thanos-query.monitoring:9090"]
+    assert flag_values(args, "--prometheus-timeout") == ["10"]
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["prometheus-bearer-token"]["secret"]["secretName"] == "prometheus-token"
+    assert volumes["prometheus-ca"]["configMap"]["name"] == "prometheus-ca"
+    mounts = {m["name"]: m["mountPath"] for m in container(dep)["volumeMounts"]}
+    assert token[0].startswith(mounts["prometheus-bearer-token"] + "/")
+    assert ca[0].startswith(mounts["prometheus-ca"] + "/")
+
+    basic = controller_of(
+        render(
+            {"prometheus": {"basicAuth": {"username": "slogate", "existingSecret": "prom-pass"}}}
+        )
+    )
+    args = args_of(basic)
+    assert flag_values(args, "--prometheus-basic-auth-username") == ["slogate"]
+    assert flag_values(args, "--prometheus-basic-auth-password-file") == [
+        "/etc/slogate/prometheus/basic-auth/password"
+    ]
+    assert "--prometheus-bearer-token-file" not in args
+
+
+def test_webhook_is_highly_available_and_ready_only_with_its_indexes() -> None:
+    docs = render()
+    dep = webhook_of(docs)
+    assert dep["spec"]["replicas"] >= 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    args = args_of(dep)
+    assert args[0] == "webhook"
+    assert flag_values(args, "--port") == ["8443"]
+    assert flag_values(args, "--tls-cert-file") == ["/certs/tls.crt"]
+    assert flag_values(args, "--tls-key-file") == ["/certs/tls.key"]
+    assert flag_values(args, "--metrics-port") == ["8080"]
+    assert "--stale-after" not in args
+    c = container(dep)
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/certs")
+    assert "subPath" not in mount  # a subPath mount never sees a renewed certificate
+    pod = dep["spec"]["template"]["spec"]
+    certs = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert certs["secret"]["secretName"] == "slogate-webhook-tls"
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    pdb = only(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    hard = webhook_of(render({"webhook": {"antiAffinity": "hard"}}))
+    assert (
+        "requiredDuringSchedulingIgnoredDuringExecution"
+        in (hard["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"])
+    )
+    # Both roles judge staleness alike, so a gate's status and the webhook's answer agree.
+    stale = render({"staleAfterSeconds": 600})
+    for workload in (controller_of(stale), webhook_of(stale)):
+        assert flag_values(args_of(workload), "--stale-after") == ["600"]
+
+
+def test_services_route_to_their_pods() -> None:
+    docs = render()
+    for service in ("slogate-webhook", "slogate-controller"):
+        workload = only(docs, "Deployment", service)
+        svc = only(docs, "Service", service)
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert svc["spec"]["selector"].items() <= labels.items()
+        assert workload["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+        ports = {p["name"] for p in container(workload)["ports"]}
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports
+    webhook_svc = only(docs, "Service", "slogate-webhook")
+    assert {(p["port"], p["targetPort"]) for p in webhook_svc["spec"]["ports"]} == {
+        (443, "https"),
+        (8080, "metrics"),
+    }
+    assert only(docs, "Service", "slogate-controller")["spec"]["clusterIP"] == "None"
+
+
+# --- admission configuration and certificates -------------------------------------------------
+
+
+def test_webhook_configuration_is_the_contract() -> None:
+    docs = render({"webhook": {"excludedNamespaces": ["legacy"]}}, namespace="ops")
+    config = only(docs, "ValidatingWebhookConfiguration")
+    assert len(config["webhooks"]) == 1
+    hook = config["webhooks"][0]
+    assert hook["name"] == "deployments.slogate.dev"
+    service = hook["clientConfig"]["service"]
+    assert service == {
+        "namespace": "ops",
+        "name": "slogate-webhook",
+        "path": "/validate-deployments",
+        "port": 443,
+    }
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["deployments"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["sideEffects"] == "NoneOnDryRun"
+    assert hook["timeoutSeconds"] == 3
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "legacy", "ops"],
+            }
+        ]
+    }
+    strict = only(
+        render({"webhook": {"failurePolicy": "Fail", "timeoutSeconds": 2}}),
+        "ValidatingWebhookConfiguration",
+    )["webhooks"][0]
+    assert (strict["failurePolicy"], strict["timeoutSeconds"]) == ("Fail", 2)
+
+
+def test_webhook_configuration_matches_the_local_environment_one() -> None:
+    # The local environment registers the webhook from slogate.core.webhookconfig; both must
+    # send the API server the same requests.
+    webhookconfig = pytest.importorskip("slogate.core.webhookconfig")
+    ours = only(render(namespace="ops"), "ValidatingWebhookConfiguration")["webhooks"][0]
+    theirs = webhookconfig.validating_webhook_configuration({}, operator_namespace="ops")
+    theirs = theirs["webhooks"][0]
+    ours.pop("clientConfig")
+    theirs.pop("clientConfig")
+    assert ours == theirs
+    assert ours["name"] == webhookconfig.WEBHOOK_NAME
+
+
+def _load(pem_b64: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(base64.b64decode(pem_b64))
+
+
+def test_chart_generated_certificate_serves_the_webhook_service() -> None:
+    docs = render(namespace="ops")
+    secret = only(docs, "Secret", "slogate-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    cert, ca = _load(secret["data"]["tls.crt"]), _load(secret["data"]["ca.crt"])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) >= {
+        "slogate-webhook.ops.svc",
+        "slogate-webhook.ops.svc.cluster.local",
+    }
+    assert cert.issuer == ca.subject
+    key = ca.public_key()
+    assert isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+    if isinstance(key, rsa.RSAPublicKey):
+        assert cert.signature_hash_algorithm is not None
+        key.verify(
+            cert.signature,
+            cert.tbs_certificate_bytes,
+            padding.PKCS1v15(),
+            cert.signature_hash_algorithm,
+        )
+    assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=3000)
+    hook = only(docs, "ValidatingWebhookConfiguration")
+    assert hook["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    assert not hook["metadata"].get("annotations")
+
+
+def test_cert_manager_variant_issues_and_injects() -> None:
+    docs = render(CERT_MANAGER, namespace="ops")
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    issuer = only(docs, "Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    cert = only(docs, "Certificate")
+    assert cert["spec"]["secretName"] == "slogate-webhook-tls"
+    assert "slogate-webhook.ops.svc" in cert["spec"]["dnsNames"]
+    assert cert["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
+    hook = only(docs, "ValidatingWebhookConfiguration")
+    assert hook["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"ops/{cert['metadata']['name']}"
+    }
+    assert "caBundle" not in hook["webhooks"][0]["clientConfig"]
+    own = render(
+        {
+            "webhook": {
+                "certificates": {
+                    "source": "cert-manager",
+                    "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}},
+                }
+            }
+        }
+    )
+    assert not [d for d in own if d["kind"] == "Issuer"]
+    assert only(own, "Certificate")["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+    }
+
+
+# --- monitoring -----------------------------------------------------------------------------------
+
+CONTRACT_METRICS = {
+    "slogate_slo_error_budget_remaining",
+    "slogate_slo_burn_rate",
+    "slogate_slo_risk",
+    "slogate_slo_forecast_exhaustion_seconds",
+    "slogate_slo_sli",
+    "slogate_admission_decisions_total",
+    "slogate_admission_duration_seconds_bucket",
+    "slogate_prometheus_requests_total",
+    "slogate_evaluation_duration_seconds_bucket",
+}
+
+
+def _exported_series_names() -> set[str]:
+    from slogate import metrics
+
+    names: set[str] = set()
+    for family in metrics.REGISTRY.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + s for s in ("_bucket", "_count", "_sum")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads((CHART / "dashboards" / "slogate.json").read_text())
+    exprs = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            exprs.append(target["expr"])
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            exprs.append(var["query"]["query"])
+    return exprs
+
+
+def test_dashboard_shows_the_operators_metrics() -> None:
+    used = {m for e in _dashboard_exprs() for m in re.findall(r"\bslogate_[a-z_]+", e)}
+    assert used >= CONTRACT_METRICS, CONTRACT_METRICS - used
+    assert used <= _exported_series_names(), used - _exported_series_names()
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    rules = []
+    for i, expr in enumerate(_dashboard_exprs()):
+        m = re.fullmatch(r"label_values\((.*), (\w+)\)", expr)
+        promql = m.group(1) if m else expr  # Grafana's variable query around a selector
+        promql = promql.replace("$__rate_interval", "5m")
+        promql = re.sub(r"\$\{?\w+\}?", ".*", promql)
+        rules.append({"record": f"slogate:dashboard_query_{i}", "expr": promql})
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [tool("promtool"), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_config_map_carries_the_sidecar_label_and_the_json() -> None:
+    docs = render({"grafanaDashboard": {"enabled": True, "namespace": "grafana"}})
+    cm = only(docs, "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "grafana"
+    assert json.loads(cm["data"]["slogate.json"]) == json.loads(
+        (CHART / "dashboards" / "slogate.json").read_text()
+    )
+    assert not [d for d in render() if d["kind"] in ("ConfigMap", "ServiceMonitor")]
+
+
+def test_service_monitor_scrapes_both_roles() -> None:
+    docs = render(EVERYTHING_ON)
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    selector = monitor["spec"]["selector"]
+    selected = []
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        labels = svc["metadata"]["labels"]
+        if selector["matchLabels"].items() <= labels.items() and all(
+            labels.get(e["key"]) in e["values"] for e in selector["matchExpressions"]
+        ):
+            selected.append(svc["metadata"]["name"])
+            assert "metrics" in {p["name"] for p in svc["spec"]["ports"]}
+    assert sorted(selected) == ["slogate-controller", "slogate-webhook"]
+
+
+# --- the real processes under the chart's RBAC --------------------------------------------------
+#
+# A control plane of its own: a cluster-wide controller would otherwise evaluate (and write the
+# status of) the SLOs other test modules are measuring.
+
+RBAC_NS = "slogate-system"
+
+
+@pytest.fixture(scope="module")
+def isolated() -> Iterator[ControlPlane]:
+    with ControlPlane() as cp:
+        install_chart_crds(cp, stand_ins=False)
+        cp.kubectl("create", "namespace", RBAC_NS)
+        yield cp
+
+
+def service_account_kubeconfig(cp: ControlPlane, name: str) -> Path:
+    """A kubeconfig that the API server authenticates as the chart's ServiceAccount."""
+    user = f"system:serviceaccount:{RBAC_NS}:{name}"
+    groups = ("system:serviceaccounts", f"system:serviceaccounts:{RBAC_NS}", "system:authenticated")
+    return cp.write_kubeconfig(cp.dir / f"{name}.kubeconfig", user, groups)
+
+
+def with_ports(args: list[str], **ports: int) -> list[str]:
+    """The chart's arguments with in-pod ports swapped for free loopback ports."""
+    out = list(args)
+    for flag, port in ports.items():
+        i = out.index("--" + flag.replace("_", "-"))
+        out[i + 1] = str(port)
+    return out
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+class ChartInstall:
+    """The chart's ServiceAccounts, roles and peering applied for real, and its two roles run
+    as local processes with the chart's arguments, authenticated as those ServiceAccounts."""
+
+    def __init__(self, cp: ControlPlane, values: dict[str, Any], app_ns: str) -> None:
+        self.cp = cp
+        self.app_ns = app_ns
+        self.docs = render(
+            {**values, "rbac": {"overriderRole": {"create": False}}}, namespace=RBAC_NS
+        )
+        self.procs: list[Process] = []
+        grants = [
+            d
+            for d in self.docs
+            if d["kind"]
+            in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")
+        ]
+        # Peers that earlier tests left behind must not outrank this test's replicas.
+        cp.kubectl("delete", "clusterkopfpeering.kopf.dev", "slogate", "--ignore-not-found")
+        cp.apply(*grants)
+        cp.kubectl("create", "namespace", app_ns)
+        cp.apply(
+            {
+                "apiVersion": "slogate.dev/v1alpha1",
+                "kind": "ServiceLevelObjective",
+                "metadata": {"name": "checkout-availability", "namespace": app_ns},
+                "spec": {
+                    "service": "checkout",
+                    "target": 99.9,
+                    "indicator": {
+                        "ratio": {
+                            "errors": 'http_requests_total{code=~"5.."}',
+                            "total": "http_requests_total",
+                        }
+                    },
+                    "evaluation": {"interval": "10s"},
+                },
+            },
+            {
+                "apiVersion": "slogate.dev/v1alpha1",
+                "kind": "ReleaseGate",
+                "metadata": {"name": "checkout", "namespace": app_ns},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "checkout"}},
+                    "objectives": [{"name": "checkout-availability"}],
+                },
+            },
+        )
+
+    def controller(self) -> tuple[Process, int]:
+        """One replica with the chart's arguments, loopback ports, and nothing on port 9 to
+        answer for Prometheus."""
+        metrics_port = free_port()
+        args = with_ports(
+            args_of(controller_of(self.docs)), metrics_port=metrics_port, liveness_port=free_port()
+        )
+        args[args.index("--prometheus-url") + 1] = "http://127.0.0.1:9"
+        name = f"slogate-controller-{len(self.procs)}"
+        kubeconfig = service_account_kubeconfig(self.cp, "slogate-controller")
+        argv = [sys.executable, "-m", "slogate", *args, "--log-format", "plain"]
+        proc = Process(name, [*argv, "--kubeconfig", str(kubeconfig)], self.cp.dir / f"{name}.log")
+        self.procs.append(proc)
+        return proc, metrics_port
+
+    def webhook(self) -> tuple[Process, int]:
+        ca = CertificateAuthority("chart-test-webhook")
+        ca.serving("slogate-webhook").write(self.cp.dir / "tls.crt", self.cp.dir / "tls.key")
+        probe_port = free_port()
+        args = with_ports(args_of(webhook_of(self.docs)), port=free_port(), metrics_port=probe_port)
+        args = [str(self.cp.dir / Path(a).name) if a.startswith("/certs/") else a for a in args]
+        kubeconfig = service_account_kubeconfig(self.cp, "slogate-webhook")
+        argv = [sys.executable, "-m", "slogate", *args, "--log-format", "plain"]
+        proc = Process(
+            "slogate-webhook",
+            [*argv, "--kubeconfig", str(kubeconfig)],
+            self.cp.dir / "slogate-webhook.log",
+        )
+        self.procs.append(proc)
+        return proc, probe_port
+
+    def slo_reported(self) -> bool:
+        slo = self.cp.get_json("slo", "-n", self.app_ns, "checkout-availability")
+        ready = [
+            c for c in (slo.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"
+        ]
+        return bool(ready) and ready[0]["reason"] == "PrometheusUnreachable"
+
+    def gate_decided(self) -> bool:
+        gate = self.cp.get_json("releasegate", "-n", self.app_ns, "checkout")
+        return bool((gate.get("status") or {}).get("decision"))
+
+    def peers(self) -> dict[str, Any]:
+        peering = self.cp.get_json("clusterkopfpeering.kopf.dev", "slogate")
+        status: dict[str, Any] = peering.get("status") or {}
+        return status
+
+    def assert_nothing_forbidden(self) -> None:
+        for proc in self.procs:
+            assert proc.alive(), proc.log_tail()
+            log = proc.log_path.read_text(errors="replace")
+            assert not re.search(r"\b403\b|[Ff]orbidden", log), f"{proc.name}:\n{log[-3000:]}"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+def evaluations(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    found = re.search(r"^slogate_evaluations_total (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_service_accounts_may_do_what_the_chart_says_and_no_more(isolated: ControlPlane) -> None:
+    ChartInstall(isolated, {}, "rbac-check")
+    for sa, verb, resource, allowed in [
+        ("slogate-controller", "patch", "servicelevelobjectives.slogate.dev/status", "yes"),
+        ("slogate-controller", "patch", "releasegates.slogate.dev/status", "yes"),
+        ("slogate-controller", "patch", "clusterkopfpeerings.kopf.dev", "yes"),
+        ("slogate-controller", "get", "secrets", "no"),
+        ("slogate-controller", "update", "servicelevelobjectives.slogate.dev", "no"),
+        ("slogate-controller", "list", "deployments.apps", "no"),
+        ("slogate-webhook", "create", "subjectaccessreviews.authorization.k8s.io", "yes"),
+        ("slogate-webhook", "patch", "releasegates.slogate.dev/status", "yes"),
+        ("slogate-webhook", "patch", "servicelevelobjectives.slogate.dev/status", "no"),
+        ("slogate-webhook", "patch", "releasegates.slogate.dev", "no"),
+        ("slogate-webhook", "get", "secrets", "no"),
+        ("slogate-webhook", "list", "deployments.apps", "no"),
+        ("slogate-webhook", "override", "releasegates.slogate.dev", "no"),
+    ]:
+        kind, _, subresource = resource.partition("/")
+        extra = ["--subresource", subresource] if subresource else []
+        asked = isolated.kubectl(
+            "auth", "can-i", verb, kind, *extra, "-n", "rbac-check",
+            f"--as=system:serviceaccount:{RBAC_NS}:{sa}",
+        )  # fmt: skip
+        assert asked.stdout.strip() == allowed, (sa, verb, resource, asked.stdout, asked.stderr)
+
+
+def test_controller_and_webhook_work_under_the_charts_rbac(isolated: ControlPlane) -> None:
+    install = ChartInstall(isolated, {}, "shop")
+    try:
+        # One replica first, so it is active before the other joins (which of two replicas
+        # started together works first is kopf's race, not the chart's concern).
+        first, first_port = install.controller()
+        wait_until(install.slo_reported, first, 60, "the SLO's status said Prometheus is down")
+        wait_until(install.gate_decided, first, 60, "the gate's status carried a decision")
+
+        # The second replica joins; the one with the higher (random) priority works from now.
+        second, second_port = install.controller()
+        ports = {f"{socket.gethostname()}-{p.pid}": port for p, port in
+                 ((first, first_port), (second, second_port))}  # fmt: skip
+        wait_until(lambda: set(ports) <= set(install.peers()), second, 60, "both peered")
+        peers = install.peers()
+        winner = max(ports, key=lambda ident: int(peers[ident]["priority"]))
+        (loser,) = set(ports) - {winner}
+        time.sleep(5)  # > 2 peering checks: the loser has stopped, the winner has started
+        before = {ident: evaluations(port) for ident, port in ports.items()}
+        wait_until(
+            lambda: evaluations(ports[winner]) > before[winner],
+            second,
+            30,
+            "an evaluation on the active replica",
+        )
+        assert evaluations(ports[loser]) == before[loser], "the standby replica evaluated"
+
+        webhook, probe_port = install.webhook()
+        readyz = f"http://127.0.0.1:{probe_port}/readyz"
+        wait_until(lambda: http_status(readyz) == 200, webhook, 60, "the webhook's indexes loaded")
+        install.assert_nothing_forbidden()
+    finally:
+        install.stop()
+
+
+def test_namespaced_controller_works_under_the_charts_rbac(isolated: ControlPlane) -> None:
+    install = ChartInstall(isolated, {"watchNamespaces": ["payments"]}, "payments")
+    try:
+        proc, _ = install.controller()
+        wait_until(install.slo_reported, proc, 15, "the SLO's status said Prometheus is down")
+        install.assert_nothing_forbidden()
+    finally:
+        install.stop()
