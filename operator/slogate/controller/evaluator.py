@@ -398,12 +398,12 @@ class Evaluator:
     ) -> None:
         for chunk in _chunks(entries, self.settings.batch_size):
             parts: list[tuple[str, str]] = []
-            refresh = []
+            refresh: set[Key] = set()
             for i, entry in enumerate(chunk):
                 assert entry.queries is not None
                 windows = [w for w in entry.windows_s if w <= self.settings.direct_max_s]
                 if now - entry.long_refreshed >= self.settings.long_refresh_s:
-                    refresh.append(entry)
+                    refresh.add(entry.key)
                     windows += [w for w in entry.windows_s if w > self.settings.direct_max_s]
                     windows.append(self._compliance_span(entry, now))
                 for w in windows:
@@ -425,7 +425,7 @@ class Evaluator:
                     )
                     continue
                 got = {int(k.split("/")[2]): v for k, v in values.items() if k.startswith(f"{i}/")}
-                if entry in refresh:
+                if entry.key in refresh:
                     entry.long_ratios = {
                         w: got.get(w, math.nan)
                         for w in [*entry.windows_s, self._compliance_span(entry, now)]

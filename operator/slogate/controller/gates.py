@@ -17,11 +17,11 @@ from typing import Any
 from kubernetes import client as k8s
 
 from slogate import metrics
-from slogate.controller.kube import post_event
 from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView, judge_gate
 from slogate.core.releasegate import GateSpec
 from slogate.core.resources import GATE_KIND, GROUP, VERSION
 from slogate.core.status import Event, needs_write, set_condition
+from slogate.events import post_event
 
 log = logging.getLogger("slogate.gates")
 Key = tuple[str, str]

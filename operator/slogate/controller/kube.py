@@ -8,7 +8,6 @@ controller owns the whole status, so replacing it never clobbers someone else's 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import logging
 import socket
@@ -20,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from slogate import metrics
 from slogate.core.resources import GROUP, SLO_KIND, VERSION
 from slogate.core.status import Event
+from slogate.events import post_event
 
 log = logging.getLogger("slogate.kube")
 
@@ -70,28 +70,3 @@ class KubeSink:
 
     async def post_event(self, ref: dict[str, Any], event: Event) -> None:
         await post_event(self.core, ref, event, self.component, self.instance)
-
-
-async def post_event(
-    core: k8s.CoreV1Api, ref: dict[str, Any], event: Event, component: str, instance: str
-) -> None:
-    now = dt.datetime.now(dt.UTC)
-    body = {
-        "metadata": {"generateName": f"{ref['name']}.", "namespace": ref["namespace"]},
-        "involvedObject": ref,
-        "type": event.type,
-        "reason": event.reason,
-        "message": event.message[:1024],
-        "source": {"component": component},
-        "firstTimestamp": now.isoformat(),
-        "lastTimestamp": now.isoformat(),
-        "count": 1,
-        "reportingComponent": f"slogate.dev/{component}",
-        "reportingInstance": instance,
-    }
-    try:
-        await asyncio.to_thread(core.create_namespaced_event, ref["namespace"], body)  # type: ignore[arg-type]
-    except Exception as exc:
-        log.warning(
-            "event %s on %s/%s not posted: %s", event.reason, ref["namespace"], ref["name"], exc
-        )
