@@ -496,6 +496,20 @@ def test_stale_status_follows_on_unknown(control_plane: ControlPlane, hook: Webh
     set_status(control_plane, "spent", slo_status(-0.29, "FREEZE", 3.2, ["page-fast"]))
 
 
+def test_dropping_the_gated_label_in_the_same_request_is_refused(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    patch = {
+        "metadata": {"labels": {"app": None, "renamed": "yes"}},
+        "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "shop/x:9"}]}}},
+    }
+    result = control_plane.kubectl(
+        "patch", "deployment", "checkout", "-n", NS, "--type=strategic", "-p", json.dumps(patch)
+    )
+    assert result.returncode != 0
+    assert "ReleaseGate gated/checkout" in result.stderr
+
+
 def test_failure_policy_when_the_webhook_is_down(
     control_plane: ControlPlane, hook: WebhookProcess
 ) -> None:

@@ -256,3 +256,22 @@ def test_dry_run_is_denied_but_not_recorded() -> None:
 
 def test_no_override_request_means_none() -> None:
     assert parse_override({}, NOW) is None
+
+
+def test_dropping_the_label_in_the_same_change_does_not_escape_the_gate() -> None:
+    base = change(labels={"app": "other"})
+    escaped = Change(
+        base.operation,
+        base.namespace,
+        base.name,
+        base.labels,
+        {},
+        base.old_template,
+        base.new_template,
+        "mallory",
+        False,
+        "v2",
+        extra_labels=({"app": "checkout"},),
+    )
+    assert review(escaped, gates(), SPENT, NOW, STALE).outcome == "deny"
+    assert review(base, gates(), SPENT, NOW, STALE).outcome == "allow"

@@ -34,7 +34,7 @@ from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView
 from slogate.core.objective import SloSpec
 from slogate.core.releasegate import GateSpec
 from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
-from slogate.core.status import Problem, failed_status
+from slogate.core.status import Problem, failed_status, invalid_spec_reported
 from slogate.core.validation import field_errors
 from slogate.kubeclient import connection_info, load_config
 from slogate.prometheus.client import PrometheusClient, PrometheusConfig
@@ -200,19 +200,22 @@ class Controller:
         gate_kind = (GROUP, VERSION, GATE_KIND.plural)
 
         @kopf.on.event(*gate_kind, registry=reg)
-        def gate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        async def gate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+            meta = body["metadata"]
             if type == "DELETED":
-                self.gates.remove((body["metadata"]["namespace"], body["metadata"]["name"]))
+                self.gates.remove((meta["namespace"], meta["name"]))
                 return
             try:
                 spec = GateSpec.model_validate(body.get("spec") or {})
-            except ValidationError as exc:
-                log.warning(
-                    "ignoring invalid ReleaseGate %s/%s: %s",
-                    body["metadata"].get("namespace"),
-                    body["metadata"]["name"],
-                    exc,
-                )
+            except ValidationError:
+                # What the CRD let through but the model refuses (an older CRD): say so on the
+                # gate, which then gates nothing (the webhook skips it too).
+                self.gates.remove((meta["namespace"], meta["name"]))
+                if not invalid_spec_reported(body.get("status"), meta.get("generation")):
+                    errors = field_errors({**dict(body), "apiVersion": f"{GROUP}/{VERSION}"})
+                    await self.gates.report_invalid(
+                        meta["namespace"], meta["name"], meta.get("generation"), "; ".join(errors)
+                    )
                 return
             if self.gates.upsert(dict(body), spec) and self.evaluator is not None:
                 self.evaluator.wake()
@@ -253,10 +256,8 @@ class Controller:
             # CRD installed from an older version) is reported, not crashed on.
             errors = field_errors({**body, "apiVersion": f"{GROUP}/{VERSION}"})
             meta = body["metadata"]
-            old = body.get("status") or {}
-            reported = any(c.get("reason") == "InvalidSpec" for c in old.get("conditions") or [])
-            if reported and old.get("observedGeneration") == meta.get("generation"):
-                return  # already said; our own status write must not trigger another
+            if invalid_spec_reported(body.get("status"), meta.get("generation")):
+                return
             status = failed_status(
                 body.get("status"),
                 generation=meta.get("generation"),

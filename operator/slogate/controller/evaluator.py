@@ -57,7 +57,7 @@ from slogate.core.status import (
     transitions,
 )
 from slogate.prometheus.client import PrometheusClient, QueryResult
-from slogate.prometheus.errors import PrometheusError
+from slogate.prometheus.errors import ErrorKind, PrometheusError
 
 log = logging.getLogger("slogate.evaluator")
 
@@ -182,13 +182,18 @@ class Evaluator:
         for entry in due:
             by_backend[entry.spec.prometheus.url if entry.spec.prometheus else None].append(entry)
         outcomes: dict[Key, dict[str, Any]] = {}
-        for url, group in by_backend.items():
+
+        async def backend(url: str | None, group: list[SloEntry]) -> None:
+            # Backends are independent: a slow or dead one (an SLO's own spec.prometheus.url)
+            # must not hold back the evaluation of every other SLO.
             client = self.clients(url)
             before = client.request_count
             await self._evaluate_backend(client, group, now, outcomes)
             used = client.request_count - before
             stats.requests += used
             stats.by_backend[url or "default"] = used
+
+        await asyncio.gather(*(backend(url, group) for url, group in by_backend.items()))
         for entry in due:
             new = outcomes.get(entry.key)
             if new is None:
@@ -320,39 +325,62 @@ class Evaluator:
                 needs[(start, boundary)].append(entry)
         for (start, end), members in needs.items():
             for chunk in _chunks(members, self.settings.history_batch_size):
-                parts: list[tuple[str, str]] = []
-                for i, entry in enumerate(chunk):
-                    assert entry.queries is not None and entry.queries.total is not None
-                    window = format_duration(step)
-                    parts.append((f"{i}/b", render(entry.queries.bad, window)))
-                    parts.append((f"{i}/t", render(entry.queries.total, window)))
-                try:
-                    result = await client.range(batch(parts), start, end, step)
-                except PrometheusError as exc:
-                    for entry in chunk:
-                        failed[entry.key] = Problem(exc.reason, str(exc))
-                    continue
-                got: dict[str, tuple[Any, Any]] = {}
-                for series in result.series:
-                    got[series.labels.get(QUERY_LABEL, "")] = (series.timestamps, series.values)
-                n_new = round((end - start) / step) + 1
-                for i, entry in enumerate(chunk):
-                    for kind in ("b", "t"):
-                        fresh = np.full(n_new, np.nan)
-                        if f"{i}/{kind}" in got:
-                            ts, vs = got[f"{i}/{kind}"]
-                            idx = np.rint((np.asarray(ts) - start) / step).astype(np.int64)
-                            ok = (idx >= 0) & (idx < n_new)
-                            fresh[idx[ok]] = np.asarray(vs, dtype=np.float64)[ok]
-                        fresh[~np.isfinite(fresh)] = np.nan
-                        old = entry.hist_bad if kind == "b" else entry.hist_total
-                        assert old is not None
-                        merged = np.concatenate([old, fresh])[-old.shape[0] :]
-                        if kind == "b":
-                            entry.hist_bad = merged
-                        else:
-                            entry.hist_total = merged
-                    entry.hist_end = end
+                await self._fill_chunk(client, chunk, start, end, failed)
+
+    async def _fill_chunk(
+        self,
+        client: PrometheusClient,
+        chunk: list[SloEntry],
+        start: float,
+        end: float,
+        failed: dict[Key, Problem],
+    ) -> None:
+        step = self.settings.step_s
+        parts: list[tuple[str, str]] = []
+        for i, entry in enumerate(chunk):
+            assert entry.queries is not None and entry.queries.total is not None
+            window = format_duration(step)
+            parts.append((f"{i}/b", render(entry.queries.bad, window)))
+            parts.append((f"{i}/t", render(entry.queries.total, window)))
+        try:
+            result = await client.range(batch(parts), start, end, step)
+        except PrometheusError as exc:
+            if _isolate(exc, chunk):
+                for half in _halves(chunk):
+                    await self._fill_chunk(client, half, start, end, failed)
+                return
+            for entry in chunk:
+                failed[entry.key] = Problem(exc.reason, str(exc))
+            return
+        got: dict[str, tuple[Any, Any]] = {}
+        for series in result.series:
+            got[series.labels.get(QUERY_LABEL, "")] = (series.timestamps, series.values)
+        n_new = round((end - start) / step) + 1
+        for i, entry in enumerate(chunk):
+            mine = [got[k] for k in (f"{i}/b", f"{i}/t") if k in got]
+            if any(not np.all(np.isfinite(np.asarray(vs, dtype=np.float64))) for _, vs in mine):
+                failed[entry.key] = _non_finite(client)
+                continue
+            if f"{i}/t" not in got:
+                # No total events over the whole span: Prometheus has nothing (yet), or
+                # answered empty. Storing a history of holes would never be asked again; leave
+                # it unfilled so that the next evaluation asks again.
+                continue
+            for kind in ("b", "t"):
+                fresh = np.full(n_new, np.nan)
+                if f"{i}/{kind}" in got:
+                    ts, vs = got[f"{i}/{kind}"]
+                    idx = np.rint((np.asarray(ts) - start) / step).astype(np.int64)
+                    ok = (idx >= 0) & (idx < n_new)
+                    fresh[idx[ok]] = np.asarray(vs, dtype=np.float64)[ok]
+                old = entry.hist_bad if kind == "b" else entry.hist_total
+                assert old is not None
+                merged = np.concatenate([old, fresh])[-old.shape[0] :]
+                if kind == "b":
+                    entry.hist_bad = merged
+                else:
+                    entry.hist_total = merged
+            entry.hist_end = end
 
     async def _short_windows(
         self,
@@ -365,28 +393,47 @@ class Evaluator:
     ) -> None:
         tail_s = int(now - boundary)
         for chunk in _chunks(entries, self.settings.batch_size):
-            parts: list[tuple[str, str]] = []
-            for i, entry in enumerate(chunk):
-                assert entry.queries is not None and entry.queries.total is not None
-                windows = [w for w in entry.windows_s if w <= self.settings.direct_max_s]
-                labels = [format_duration(w) for w in windows]
-                if tail_s > 0:
-                    labels.append(f"{tail_s}s")
-                for label in labels:
-                    parts.append((f"{i}/b/{label}", render(entry.queries.bad, label)))
-                    parts.append((f"{i}/t/{label}", render(entry.queries.total, label)))
-            try:
-                result = await client.instant(batch(parts), now)
-            except PrometheusError as exc:
-                for entry in chunk:
-                    failed[entry.key] = Problem(exc.reason, str(exc))
+            await self._short_chunk(client, chunk, now, tail_s, short, failed)
+
+    async def _short_chunk(
+        self,
+        client: PrometheusClient,
+        chunk: list[SloEntry],
+        now: float,
+        tail_s: int,
+        short: dict[Key, dict[str, float]],
+        failed: dict[Key, Problem],
+    ) -> None:
+        parts: list[tuple[str, str]] = []
+        for i, entry in enumerate(chunk):
+            assert entry.queries is not None and entry.queries.total is not None
+            windows = [w for w in entry.windows_s if w <= self.settings.direct_max_s]
+            labels = [format_duration(w) for w in windows]
+            if tail_s > 0:
+                labels.append(f"{tail_s}s")
+            for label in labels:
+                parts.append((f"{i}/b/{label}", render(entry.queries.bad, label)))
+                parts.append((f"{i}/t/{label}", render(entry.queries.total, label)))
+        try:
+            result = await client.instant(batch(parts), now)
+        except PrometheusError as exc:
+            if _isolate(exc, chunk):
+                for half in _halves(chunk):
+                    await self._short_chunk(client, half, now, tail_s, short, failed)
+                return
+            for entry in chunk:
+                failed[entry.key] = Problem(exc.reason, str(exc))
+            return
+        values = _by_key(result)
+        for i, entry in enumerate(chunk):
+            prefix = f"{i}/"
+            mine = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
+            if not all(math.isfinite(v) for v in mine.values()):
+                # Event counts are increase() of counters: never NaN or infinite. Such an
+                # answer is broken data, not "no traffic".
+                failed[entry.key] = _non_finite(client)
                 continue
-            values = _by_key(result)
-            for i, entry in enumerate(chunk):
-                prefix = f"{i}/"
-                short[entry.key] = {
-                    k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)
-                }
+            short[entry.key] = mine
 
     async def _ratio_windows(
         self,
@@ -397,42 +444,56 @@ class Evaluator:
         failed: dict[Key, Problem],
     ) -> None:
         for chunk in _chunks(entries, self.settings.batch_size):
-            parts: list[tuple[str, str]] = []
-            refresh: set[Key] = set()
-            for i, entry in enumerate(chunk):
-                assert entry.queries is not None
-                windows = [w for w in entry.windows_s if w <= self.settings.direct_max_s]
-                if now - entry.long_refreshed >= self.settings.long_refresh_s:
-                    refresh.add(entry.key)
-                    windows += [w for w in entry.windows_s if w > self.settings.direct_max_s]
-                    windows.append(self._compliance_span(entry, now))
-                for w in windows:
-                    parts.append((f"{i}/r/{w}", render(entry.queries.bad, _range(w))))
-            try:
-                result = await client.instant(batch(parts), now)
-            except PrometheusError as exc:
-                for entry in chunk:
-                    failed[entry.key] = Problem(exc.reason, str(exc))
+            await self._ratio_chunk(client, chunk, now, short, failed)
+
+    async def _ratio_chunk(
+        self,
+        client: PrometheusClient,
+        chunk: list[SloEntry],
+        now: float,
+        short: dict[Key, dict[str, float]],
+        failed: dict[Key, Problem],
+    ) -> None:
+        parts: list[tuple[str, str]] = []
+        refresh: set[Key] = set()
+        for i, entry in enumerate(chunk):
+            assert entry.queries is not None
+            windows = [w for w in entry.windows_s if w <= self.settings.direct_max_s]
+            if now - entry.long_refreshed >= self.settings.long_refresh_s:
+                refresh.add(entry.key)
+                windows += [w for w in entry.windows_s if w > self.settings.direct_max_s]
+                windows.append(self._compliance_span(entry, now))
+            for w in windows:
+                parts.append((f"{i}/r/{w}", render(entry.queries.bad, _range(w))))
+        try:
+            result = await client.instant(batch(parts), now)
+        except PrometheusError as exc:
+            if _isolate(exc, chunk):
+                for half in _halves(chunk):
+                    await self._ratio_chunk(client, half, now, short, failed)
+                return
+            for entry in chunk:
+                failed[entry.key] = Problem(exc.reason, str(exc))
+            return
+        values, counts = _by_key(result), _key_counts(result)
+        for i, entry in enumerate(chunk):
+            multi = [k for k, c in counts.items() if k.startswith(f"{i}/") and c > 1]
+            if multi:
+                failed[entry.key] = Problem(
+                    "QueryReturnedManySeries",
+                    "errorRatio returned more than one series; aggregate it to one, "
+                    "e.g. with sum(...) / sum(...)",
+                )
                 continue
-            values, counts = _by_key(result), _key_counts(result)
-            for i, entry in enumerate(chunk):
-                multi = [k for k, c in counts.items() if k.startswith(f"{i}/") and c > 1]
-                if multi:
-                    failed[entry.key] = Problem(
-                        "QueryReturnedManySeries",
-                        "errorRatio returned more than one series; aggregate it to one, "
-                        "e.g. with sum(...) / sum(...)",
-                    )
-                    continue
-                got = {int(k.split("/")[2]): v for k, v in values.items() if k.startswith(f"{i}/")}
-                if entry.key in refresh:
-                    entry.long_ratios = {
-                        w: got.get(w, math.nan)
-                        for w in [*entry.windows_s, self._compliance_span(entry, now)]
-                        if w > self.settings.direct_max_s
-                    }
-                    entry.long_refreshed = now
-                short[entry.key] = {format_duration(w): v for w, v in got.items()}
+            got = {int(k.split("/")[2]): v for k, v in values.items() if k.startswith(f"{i}/")}
+            if entry.key in refresh:
+                entry.long_ratios = {
+                    w: got.get(w, math.nan)
+                    for w in [*entry.windows_s, self._compliance_span(entry, now)]
+                    if w > self.settings.direct_max_s
+                }
+                entry.long_refreshed = now
+            short[entry.key] = {format_duration(w): v for w, v in got.items()}
 
     # --- math --------------------------------------------------------------------------------
 
@@ -614,6 +675,24 @@ def _key_counts(result: QueryResult) -> dict[str, int]:
     for s in result.samples:
         counts[s.labels.get(QUERY_LABEL, "")] += 1
     return counts
+
+
+def _isolate(exc: PrometheusError, chunk: list[SloEntry]) -> bool:
+    """A batched request Prometheus rejects: find the SLO(s) at fault instead of failing all."""
+    return exc.kind is ErrorKind.BAD_QUERY and len(chunk) > 1
+
+
+def _halves(chunk: list[SloEntry]) -> list[list[SloEntry]]:
+    mid = len(chunk) // 2
+    return [chunk[:mid], chunk[mid:]]
+
+
+def _non_finite(client: PrometheusClient) -> Problem:
+    return Problem(
+        "BadPrometheusResponse",
+        f"Prometheus at {client.config.safe_url} answered NaN or Inf event counts; increase() "
+        "of a counter is a finite number, so the series hold bad samples",
+    )
 
 
 def _chunks(items: Sequence[SloEntry], size: int) -> Iterable[list[SloEntry]]:

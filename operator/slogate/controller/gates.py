@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +122,7 @@ class GateKeeper:
             old = {k: (entry.status or {}).get(k) for k in new}
             if not needs_write(old, new, entry.last_write, now, self.heartbeat_s):
                 continue
-            if await self._write(entry, new):
+            if await self._write(entry.namespace, entry.name, new):
                 writes += 1
                 previous = (entry.status or {}).get("decision")
                 entry.status = {**(entry.status or {}), **new}
@@ -131,7 +132,17 @@ class GateKeeper:
         self.writes += writes
         return writes
 
-    async def _write(self, entry: GateEntry, status: dict[str, Any]) -> bool:
+    async def report_invalid(
+        self, namespace: str, name: str, generation: int | None, message: str
+    ) -> None:
+        conditions: list[dict[str, Any]] = []
+        set_condition(
+            conditions, "Ready", "False", "InvalidSpec", message[:1000], time.time(), generation
+        )
+        status = {"observedGeneration": generation, "decision": None, "conditions": conditions}
+        await self._write(namespace, name, status)
+
+    async def _write(self, namespace: str, name: str, status: dict[str, Any]) -> bool:
         if self.custom is None:
             return False
         try:
@@ -139,13 +150,13 @@ class GateKeeper:
                 self.custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
-                entry.namespace,
+                namespace,
                 GATE_KIND.plural,
-                entry.name,
+                name,
                 {"status": status},
             )
         except Exception as exc:
-            log.warning("gate status write for %s/%s failed: %s", entry.namespace, entry.name, exc)
+            log.warning("gate status write for %s/%s failed: %s", namespace, name, exc)
             return False
         metrics.status_writes.labels("ReleaseGate").inc()
         return True

@@ -50,10 +50,19 @@ class Change:
     user: str
     dry_run: bool
     image: str | None = None
+    # The workload's other labels (before the change, and of the pod template before and
+    # after): a gate that matches any of them applies, so dropping a label in the same request
+    # does not escape the gate.
+    extra_labels: tuple[Mapping[str, str], ...] = ()
 
     @property
     def workload(self) -> str:
         return f"deployment/{self.name}"
+
+    def matched_by(self, gate: GateRef) -> bool:
+        return gate.namespace == self.namespace and any(
+            gate.spec.selector.matches(dict(labels)) for labels in (self.labels, *self.extra_labels)
+        )
 
 
 @dataclass(frozen=True)
@@ -138,9 +147,7 @@ def review(
     matching = [
         g
         for g in gates
-        if g.namespace == change.namespace
-        and g.spec.selector.matches(dict(change.labels))
-        and (change.operation == "UPDATE" or g.spec.gate_creates)
+        if change.matched_by(g) and (change.operation == "UPDATE" or g.spec.gate_creates)
     ]
     if not matching:
         return Review("allow")

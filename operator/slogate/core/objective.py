@@ -135,7 +135,10 @@ class Calendar(SpecModel):
         ),
         FieldRule(
             # getHours() fails on a zone the tz database does not know, which refuses the object.
-            cel="timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0",
+            # It also takes a fixed offset ("+02:00") and Go's "Local", which are no IANA names
+            # (and which Python's zoneinfo refuses), so those are excluded first.
+            cel="!self.contains(':') && self != 'Local'"
+            " && timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0",
             check=lambda zone: _known_zone(zone),
             message="timeZone must be an IANA time zone name such as UTC or Europe/Berlin",
         ),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -145,13 +144,12 @@ PromSelector = Annotated[
 ]
 
 
-def _non_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-NonBlank = AfterValidator(_non_blank)
+# Not only whitespace; a CEL twin so the API server refuses "   " as the models do.
+NonBlank = FieldRule(
+    cel="self.trim().size() > 0",
+    check=lambda value: bool(value.strip()),
+    message="must not be blank",
+)
 
 
 class LabelSelectorRequirement(SpecModel):

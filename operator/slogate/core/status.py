@@ -228,6 +228,16 @@ def failed_status(
     return status
 
 
+def invalid_spec_reported(status: dict[str, Any] | None, generation: int | None) -> bool:
+    """Was this generation already marked ``Ready=False, InvalidSpec``? (Our own status write
+    comes back through the watch and must not trigger another.)"""
+    old = status or {}
+    return old.get("observedGeneration") == generation and any(
+        c.get("type") == "Ready" and c.get("reason") == "InvalidSpec"
+        for c in old.get("conditions") or []
+    )
+
+
 def visible(status: dict[str, Any] | None) -> dict[str, Any]:
     """What a user sees, without the timestamps that move on every evaluation."""
     if not status:

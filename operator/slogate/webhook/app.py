@@ -8,6 +8,7 @@ Change`, asks the pure core for a verdict, and makes API calls only when it is a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import signal
@@ -45,6 +46,10 @@ class WebhookOptions:
     log_format: str = "json"
 
 
+def _template_labels(template: Any) -> dict[str, str]:
+    return dict(((template or {}).get("metadata") or {}).get("labels") or {})
+
+
 def _first_image(template: Any) -> str | None:
     containers = ((template or {}).get("spec") or {}).get("containers") or []
     return containers[0].get("image") if containers else None
@@ -74,16 +79,19 @@ class Webhook:
 
         @kopf.on.startup(registry=reg)
         async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-            settings.admission.server = AdmissionServer(  # type: ignore[assignment]
-                self.tls, self.options.port
-            )
+            server = AdmissionServer(self.tls, self.options.port, wait_for=self.store.loaded)
+            settings.admission.server = server  # type: ignore[assignment]
             settings.posting.level = logging.WARNING
             settings.peering.standalone = True
             load_config(self.options.kubeconfig)
             api = k8s.ApiClient()
             self.calls = KubeCalls(api)
             if self.options.metrics_port:
-                await start_probe_server(self.options.metrics_port, self.store.loaded.is_set)
+                # Ready only when admission is answered, and answered from loaded indexes.
+                await start_probe_server(
+                    self.options.metrics_port,
+                    lambda: self.store.loaded.is_set() and server.listening.is_set(),
+                )
             self._spawn(self.store.load(api, self.options.namespaces))
 
         for kind, plural in (("slo", SLO_KIND.plural), ("gate", GATE_KIND.plural)):
@@ -142,17 +150,23 @@ class Webhook:
     ) -> tuple[str, str, list[str]]:
         meta = body.get("metadata") or {}
         new_template = ((new or {}).get("spec") or {}).get("template")
+        old_template = ((old or {}).get("spec") or {}).get("template")
         change = Change(
             operation=operation,
             namespace=str(meta.get("namespace")),
             name=str(meta.get("name") or meta.get("generateName") or ""),
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
-            old_template=((old or {}).get("spec") or {}).get("template"),
+            old_template=old_template,
             new_template=new_template,
             user=str(userinfo.get("username", "")),
             dry_run=dryrun,
             image=_first_image(new_template),
+            extra_labels=(
+                dict(((old or {}).get("metadata") or {}).get("labels") or {}),
+                _template_labels(old_template),
+                _template_labels(new_template),
+            ),
         )
         now = time.time()
         first = review(
@@ -164,18 +178,39 @@ class Webhook:
         )
         rollback = False
         may: dict[tuple[str, str], bool] = {}
+        unchecked: list[str] = []
         if first.outcome == "deny":
             assert self.calls is not None
+            # These checks can only turn a refusal into an admission, so when one cannot be
+            # made the refusal stands: an error here must not let a change through (anyone may
+            # set the override annotations; only the SubjectAccessReview says who may use them).
             if operation == "UPDATE":
-                rollback = is_rollback(
-                    change, await self.calls.replicaset_templates(change.namespace, dict(old or {}))
-                )
+                try:
+                    templates = await self.calls.replicaset_templates(
+                        change.namespace, dict(old or {})
+                    )
+                    rollback = is_rollback(change, templates)
+                except Exception as exc:
+                    log.warning("rollback check failed; treating as no rollback: %s", exc)
+                    unchecked.append("could not check for a rollback")
             if not rollback and first.override is not None:
                 for hit in first.blocking:
-                    may[hit.gate.key] = await self.calls.may_override(
-                        userinfo, hit.gate.namespace, hit.gate.name
-                    )
+                    try:
+                        may[hit.gate.key] = await self.calls.may_override(
+                            userinfo, hit.gate.namespace, hit.gate.name
+                        )
+                    except Exception as exc:
+                        log.warning("SubjectAccessReview failed; override not honoured: %s", exc)
+                        may[hit.gate.key] = False
+                        unchecked.append(
+                            f"could not check {change.user}'s RBAC verb 'override' on "
+                            f"releasegate {hit.gate.namespace}/{hit.gate.name}"
+                        )
         verdict = settle(change, first, rollback=rollback, may_override=may)
+        if unchecked and verdict.outcome == "deny":
+            verdict = dataclasses.replace(
+                verdict, message=f"{verdict.message} (slogate {'; '.join(unchecked)})"
+            )
         self._record(change, dict(old or body), verdict, first)
         if verdict.outcome == "deny":
             return "deny", verdict.message, list(verdict.warnings)

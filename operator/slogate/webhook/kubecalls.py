@@ -13,16 +13,17 @@ import datetime as dt
 import functools
 import json
 import logging
+import random
 import socket
 from typing import Any, cast
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from slogate.controller.kube import post_event
 from slogate.core.admission import Change, GateHit
 from slogate.core.resources import GATE_KIND, GROUP, VERSION
 from slogate.core.status import Event
+from slogate.events import post_event
 
 log = logging.getLogger("slogate.webhook.kube")
 COMPONENT = "slogate-webhook"
@@ -35,6 +36,7 @@ class KubeCalls:
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
         self.instance = socket.gethostname()
+        self._gate_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def replicaset_templates(self, namespace: str, deployment: dict[str, Any]) -> list[Any]:
         uid = (deployment.get("metadata") or {}).get("uid")
@@ -178,8 +180,20 @@ class KubeCalls:
                 log.warning("could not record the override on %s: %s", gate.key, exc)
 
     async def _bump_blocked(self, namespace: str, name: str, record: dict[str, Any]) -> None:
-        """Increment blockedCount safely against other webhook replicas (test-and-set)."""
-        for _ in range(5):
+        """Increment blockedCount safely against other webhook replicas (test-and-set).
+
+        One increment per gate at a time in this replica (a burst of refusals would otherwise
+        race itself and exhaust its retries, losing counts); other replicas still race, so a
+        lost test-and-set is retried after a short random pause.
+        """
+        lock = self._gate_locks.setdefault((namespace, name), asyncio.Lock())
+        async with lock:
+            await self._bump_blocked_locked(namespace, name, record)
+
+    async def _bump_blocked_locked(self, namespace: str, name: str, record: dict[str, Any]) -> None:
+        for attempt in range(10):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, 0.05 * attempt))
             try:
                 gate = await asyncio.to_thread(
                     self.custom.get_namespaced_custom_object_status,
@@ -224,6 +238,7 @@ class KubeCalls:
             except Exception as exc:
                 log.warning("could not record the block on %s/%s: %s", namespace, name, exc)
                 return
+        log.warning("could not record the block on %s/%s: too many conflicts", namespace, name)
 
     async def _event(
         self, namespace: str, kind: str, api_version: str, name: str, uid: str, event: Event

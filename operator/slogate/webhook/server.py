@@ -23,12 +23,25 @@ class AdmissionServer:
     kopf calls it with its request handler and reads the client configs it yields; slogate does
     not let kopf manage the ValidatingWebhookConfiguration (the chart or the local environment
     owns it), so the yielded config is informational.
+
+    With ``wait_for`` (the webhook's "indexes loaded" event) the port opens only once it is set:
+    before that a request would be judged against an empty index and admitted as ungated, while
+    a closed port lets the API server apply the configured ``failurePolicy``. ``listening`` is
+    set once the port accepts connections; readiness waits for it.
     """
 
-    def __init__(self, tls: ReloadingTLS, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self,
+        tls: ReloadingTLS,
+        port: int,
+        host: str = "0.0.0.0",
+        wait_for: asyncio.Event | None = None,
+    ) -> None:
         self.tls = tls
         self.port = port
         self.host = host
+        self.wait_for = wait_for
+        self.listening = asyncio.Event()
 
     async def __call__(self, fn: Any) -> AsyncIterator[dict[str, Any]]:
         async def serve(request: web.Request) -> web.Response:
@@ -46,12 +59,15 @@ class AdmissionServer:
                 return web.Response(status=400, text=str(exc))
             return web.json_response(response)
 
+        if self.wait_for is not None:
+            await self.wait_for.wait()
         app = web.Application()
         app.router.add_post("/{id}", serve)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, ssl_context=self.tls.context)
         await site.start()
+        self.listening.set()
         log.info("admission webhook listening on https://%s:%d", self.host, self.port)
         try:
             yield {"url": f"https://127.0.0.1:{self.port}"}
@@ -61,7 +77,8 @@ class AdmissionServer:
 
 
 async def start_probe_server(port: int, ready: Callable[[], bool]) -> web.AppRunner:
-    """``/healthz`` (alive), ``/readyz`` (indexes loaded), ``/metrics`` on plain HTTP."""
+    """``/healthz`` (alive), ``/readyz`` (``ready()``: indexes loaded and admission port
+    listening), ``/metrics`` on plain HTTP."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
