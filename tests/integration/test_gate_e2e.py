@@ -49,7 +49,13 @@ def world(
     cp.kubectl("create", "namespace", NS)
     work = tmp_path_factory.mktemp("e2e")
     ctl = ControllerProcess(
-        cp.kubeconfig, prometheus.url, work / "controller.log", "--log-format", "plain"
+        cp.kubeconfig,
+        prometheus.url,
+        work / "controller.log",
+        "--log-format",
+        "plain",
+        "--namespace",
+        NS,
     )
     hook = WebhookProcess(
         cp.kubeconfig, work / "certs", CertificateAuthority("e2e-ca"), work / "webhook.log"

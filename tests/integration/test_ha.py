@@ -128,6 +128,8 @@ def pair(
             str(priority),
             "--log-format",
             "plain",
+            "--namespace",
+            NS,
         )
 
     a = start("a.log", 200)
