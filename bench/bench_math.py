@@ -34,7 +34,7 @@ from slogate.core.slo import (  # noqa: E402
     default_rules,
     evaluate,
 )
-from slogate.core.slo.history import window_sums  # noqa: E402
+from slogate.core.increments import window_sums  # noqa: E402
 
 HOUR = 3600
 DAY = 86400
@@ -87,7 +87,9 @@ def make_batch(n: int, seed: int = 7) -> SloBatch:
     total[gaps] = np.nan
     no_hist = rng.random(n) < 0.01
     windows = np.asarray(STANDARD_WINDOWS_S, dtype=np.int64)
-    win_bad, win_total = window_sums(bad, total, HOUR, windows)
+    zeros = np.zeros(bad.shape[0])
+    win_bad = window_sums(bad, zeros, 0.0, HOUR, windows)
+    win_total = window_sums(total, zeros, 0.0, HOUR, windows)
     # Sub-hour windows: a share of the last hour (the controller queries these directly).
     for j, w in enumerate(windows.tolist()):
         if w < HOUR:
