@@ -28,13 +28,13 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
+from slogate.core.increments import window_sums  # noqa: E402
 from slogate.core.slo import (  # noqa: E402
     STANDARD_WINDOWS_S,
     SloBatch,
     default_rules,
     evaluate,
 )
-from slogate.core.increments import window_sums  # noqa: E402
 
 HOUR = 3600
 DAY = 86400
