@@ -33,7 +33,7 @@ demo: deps venv tools
 	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m slogate demo $(ARGS)
 
 bench: deps venv tools
-	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) bench/bench_math.py
+	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m bench.harness $(ARGS)
 
 # Regenerate crds/ and docs/reference.md from the pydantic models (tests fail when stale).
 crds: venv

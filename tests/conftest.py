@@ -20,24 +20,10 @@ EXAMPLES = REPO / "examples"
 MANIFESTS = REPO / "tests" / "manifests"
 
 
-def install_crds(cp: ControlPlane) -> None:
-    result = cp.kubectl("apply", "--server-side", "-f", str(CRDS))
-    assert result.returncode == 0, result.stderr
-    waited = cp.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "servicelevelobjectives.slogate.dev",
-        "releasegates.slogate.dev",
-    )
-    assert waited.returncode == 0, waited.stderr
-
-
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     with ControlPlane() as cp:
-        install_crds(cp)
+        cp.install_crds(CRDS)
         yield cp
 
 

@@ -182,3 +182,16 @@ gate_decision = Gauge(
     ("namespace", "name", "decision"),
     registry=REGISTRY,
 )
+rollback_checks = Counter(
+    "slogate_rollback_checks_total",
+    "Rollback checks on the refusal path, by what answered: the webhook's ReplicaSet index, or "
+    "a LIST of ReplicaSets from the API server when the index could not tell.",
+    ("source",),
+    registry=REGISTRY,
+)
+unrecorded_refusals = Gauge(
+    "slogate_webhook_unrecorded_refusals",
+    "Refusals answered but not yet written to their gate's status and Events (written in "
+    "batches every second).",
+    registry=REGISTRY,
+)

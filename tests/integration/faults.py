@@ -29,6 +29,7 @@ import yaml
 
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
+from slogate.localenv.objects import fresh_slo_status
 from slogate.localenv.processes import Process, free_port
 from slogate.localenv.roles import WebhookProcess
 
@@ -456,62 +457,9 @@ def ratio_indicator(metric: str, job: str) -> dict[str, Any]:
     }
 
 
-def gate_manifest(name: str, namespace: str, app: str, objectives: list[str], **spec: Any):  # type: ignore[no-untyped-def]
-    return {
-        "apiVersion": "slogate.dev/v1alpha1",
-        "kind": "ReleaseGate",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "selector": {"matchLabels": {"app": app}},
-            "objectives": [{"name": o} for o in objectives],
-            **spec,
-        },
-    }
-
-
-def deployment_manifest(name: str, namespace: str, app: str, image: str = "shop/app:1.0"):  # type: ignore[no-untyped-def]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": app}},
-            "template": {
-                "metadata": {"labels": {"app": app}},
-                "spec": {"containers": [{"name": "main", "image": image}]},
-            },
-        },
-    }
-
-
 def written_status(remaining: float, risk: str, burn1h: float = 1.0) -> dict[str, Any]:
     """An SLO status as the controller writes it, fresh, for webhook-only tests."""
-    now = now_rfc3339()
-
-    def cond(type_: str, status: str, reason: str) -> dict[str, Any]:
-        return {
-            "type": type_,
-            "status": status,
-            "reason": reason,
-            "message": "",
-            "lastTransitionTime": now,
-        }
-
-    return {
-        "observedGeneration": 1,
-        "lastEvaluationTime": now,
-        "sli": 0.999,
-        "errorBudget": {"remaining": remaining, "consumed": 1 - remaining},
-        "burnRates": {"5m": burn1h, "1h": burn1h},
-        "firing": [],
-        "risk": risk,
-        "conditions": [
-            cond("Ready", "True", "Evaluated"),
-            cond("Stale", "False", "Fresh"),
-            cond("BudgetExhausted", "True" if remaining <= 0 else "False", "x"),
-        ],
-    }
+    return fresh_slo_status(remaining, risk, burn1h)
 
 
 def set_slo_status(cp: ControlPlane, namespace: str, name: str, status: dict[str, Any]) -> None:

@@ -459,9 +459,9 @@ CONTROLLER_RULES = _rules(
 WEBHOOK_RULES = _rules(
     ("slogate.dev", SLO_GATE, ["get", "list", "watch"]),
     ("slogate.dev", ["releasegates/status"], ["get", "patch"]),
-    ("apps", ["replicasets"], ["get", "list"]),
+    ("apps", ["replicasets"], ["get", "list", "watch"]),
     ("authorization.k8s.io", ["subjectaccessreviews"], ["create"]),
-    ("", ["events"], ["create"]),
+    ("", ["events"], ["create", "patch"]),
     ("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]),
     ("", ["namespaces"], ["get", "list", "watch"]),
 )

@@ -26,6 +26,7 @@ import pytest
 
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.faultproxy import FaultProxy
+from slogate.localenv.objects import release_gate
 from slogate.localenv.prometheus import PrometheusServer
 from slogate.localenv.roles import ControllerProcess
 from slogate.localenv.synthetic import Phase, Story, counters, story
@@ -33,7 +34,6 @@ from tests.integration.faults import (
     apply,
     condition,
     cpu_seconds,
-    gate_manifest,
     log_problems,
     matrix_row,
     matrix_rows_from,
@@ -315,7 +315,7 @@ def scenario(
         on_unknown = {c.key: c.on_unknown for c in CASES} | {"cold": "Allow"}
         for key in names:
             docs.append(
-                gate_manifest(
+                release_gate(
                     f"gate-{key}",
                     NS,
                     key,

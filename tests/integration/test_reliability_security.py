@@ -28,15 +28,14 @@ import yaml
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.faultproxy import FaultProxy
+from slogate.localenv.objects import deployment, release_gate
 from slogate.localenv.prometheus import PrometheusServer
 from slogate.localenv.roles import ControllerProcess, WebhookProcess
 from slogate.localenv.synthetic import Phase, counters, story
 from tests.integration.faults import (
     apply,
     condition,
-    deployment_manifest,
     eventually,
-    gate_manifest,
     log_problems,
     matrix_row,
     now_rfc3339,
@@ -96,11 +95,11 @@ def world(
     set_slo_status(cp, NS, "spent", written_status(-0.4, "FREEZE", 2.0))
     apply(
         cp,
-        gate_manifest("checkout", NS, "checkout", ["spent"]),
-        gate_manifest("pay-a", NS, "pay", ["spent"]),
-        gate_manifest("pay-b", NS, "pay", ["spent"]),
-        deployment_manifest("checkout", NS, "checkout"),
-        deployment_manifest("pay", NS, "pay"),
+        release_gate("checkout", NS, "checkout", ["spent"]),
+        release_gate("pay-a", NS, "pay", ["spent"]),
+        release_gate("pay-b", NS, "pay", ["spent"]),
+        deployment("checkout", NS, "checkout"),
+        deployment("pay", NS, "pay"),
     )
     rules = chart_webhook_rules()
     no_sar = [r for r in rules if "subjectaccessreviews" not in r["resources"]]

@@ -18,7 +18,13 @@ import pytest
 
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import deployment, ratio_slo, release_gate
+from slogate.localenv.objects import (
+    deployment,
+    fresh_slo_status,
+    ratio_slo,
+    release_gate,
+    replicaset,
+)
 from slogate.localenv.roles import WebhookProcess
 
 pytestmark = pytest.mark.cluster
@@ -32,40 +38,7 @@ def now_rfc3339(offset_s: float = 0) -> str:
 
 
 def slo_status(remaining: float, risk: str, burn1h: float, firing: list[str]) -> dict[str, Any]:
-    now = now_rfc3339()
-    exhausted = "True" if remaining <= 0 else "False"
-    return {
-        "observedGeneration": 1,
-        "lastEvaluationTime": now,
-        "sli": 0.999,
-        "errorBudget": {"remaining": remaining, "consumed": 1 - remaining},
-        "burnRates": {"5m": burn1h, "1h": burn1h},
-        "firing": firing,
-        "risk": risk,
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "Evaluated",
-                "message": "",
-                "lastTransitionTime": now,
-            },
-            {
-                "type": "Stale",
-                "status": "False",
-                "reason": "Fresh",
-                "message": "",
-                "lastTransitionTime": now,
-            },
-            {
-                "type": "BudgetExhausted",
-                "status": exhausted,
-                "reason": "x",
-                "message": "",
-                "lastTransitionTime": now,
-            },
-        ],
-    }
+    return fresh_slo_status(remaining, risk, burn1h, firing)
 
 
 def set_status(cp: ControlPlane, name: str, status: dict[str, Any], namespace: str = NS) -> None:
@@ -203,6 +176,7 @@ def test_exhausted_budget_refuses_rollout_with_actionable_message(
 def test_block_is_recorded_in_gate_status_and_events(
     control_plane: ControlPlane, hook: WebhookProcess
 ) -> None:
+    hook.wait_recorded()  # earlier tests' refusals are written in the webhook's next batch
     before = gate_status(control_plane, "checkout").get("blockedCount") or 0
     assert set_image(control_plane, "checkout", "shop/checkout:1.9").returncode != 0
 
@@ -262,32 +236,7 @@ def test_rollback_to_existing_replicaset_is_allowed(
     cp = control_plane
     dep = cp.get_json("deployment", "checkout", "-n", NS)
     # No controller-manager runs here, so make the ReplicaSet of an earlier revision ourselves.
-    old_template = json.loads(json.dumps(dep["spec"]["template"]))
-    old_template["spec"]["containers"][0]["image"] = "shop/checkout:1.7"
-    old_template["metadata"]["labels"]["pod-template-hash"] = "abc123"
-    rs = {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": "checkout-abc123",
-            "namespace": NS,
-            "labels": {"app": "checkout", "pod-template-hash": "abc123"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": "checkout",
-                    "uid": dep["metadata"]["uid"],
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "checkout", "pod-template-hash": "abc123"}},
-            "template": old_template,
-        },
-    }
+    rs = replicaset(dep, "shop/checkout:1.7", "abc123")
     apply(cp, rs)
     assert set_image(cp, "checkout", "shop/checkout:1.6").returncode != 0  # not a rollback
     result = set_image(cp, "checkout", "shop/checkout:1.7")
@@ -296,14 +245,56 @@ def test_rollback_to_existing_replicaset_is_allowed(
     assert set_image(cp, "checkout", "shop/app:1.0").returncode != 0  # no RS for 1.0
 
 
+def test_rollback_is_answered_from_the_replicaset_index(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    """Once the webhook's watch holds the ReplicaSet of the Deployment's current template, its
+    index alone answers the rollback check: no LIST of ReplicaSets on the refusal path."""
+    cp = control_plane
+    apply(cp, deployment("shipping", NS, image="shop/shipping:3.0"))
+    dep = cp.get_json("deployment", "shipping", "-n", NS)
+    apply(cp, gate("shipping", "shipping", "spent"))
+    current = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    apply(cp, replicaset(dep, current, "cur111"), replicaset(dep, "shop/shipping:2.0", "old222"))
+
+    def checks(source: str) -> float:
+        return hook.metric("slogate_rollback_checks_total", source=source)
+
+    # Server-side dry runs get the true answer and change nothing, so they can be repeated
+    # until the webhook's watch has caught up.
+    def refused_from_index() -> None:
+        before = checks("index")
+        result = set_image(cp, "shipping", "shop/shipping:3.1", "--dry-run=server")
+        assert result.returncode != 0 and "ReleaseGate gated/shipping" in result.stderr
+        assert checks("index") == before + 1
+
+    eventually(refused_from_index)  # the gate and both ReplicaSets reach the webhook's indexes
+    api_before = checks("api")
+    result = set_image(cp, "shipping", "shop/shipping:2.0")
+    assert result.returncode == 0, result.stderr
+    assert "rollback to an existing ReplicaSet" in result.stderr
+    assert checks("api") == api_before
+
+    # A ReplicaSet deleted from the cluster leaves the index: 3.0 is then no rollback target.
+    cp.kubectl("delete", "replicaset", "shipping-cur111", "-n", NS, check=True)
+
+    def forgotten() -> None:
+        result = set_image(cp, "shipping", current, "--dry-run=server")
+        assert result.returncode != 0 and "ReleaseGate gated/shipping" in result.stderr
+
+    eventually(forgotten)
+
+
 def test_dry_run_is_answered_truthfully_and_not_recorded(
     control_plane: ControlPlane, hook: WebhookProcess
 ) -> None:
+    hook.wait_recorded()
     before = gate_status(control_plane, "checkout").get("blockedCount") or 0
     result = set_image(control_plane, "checkout", "shop/checkout:2.0", "--dry-run=server")
     assert result.returncode != 0
     assert "ReleaseGate gated/checkout" in result.stderr
-    time.sleep(1.5)
+    time.sleep(1.5)  # more than one batch: a wrongly kept record would be written by now
+    hook.wait_recorded()
     assert (gate_status(control_plane, "checkout").get("blockedCount") or 0) == before
 
 

@@ -12,8 +12,10 @@ from slogate.core.admission import (
     is_rollback,
     parse_override,
     review,
+    rollback_from_index,
     settle,
     strip_template_hash,
+    template_digest,
 )
 from slogate.core.gate import SloView, judge_gate, strictest
 from slogate.core.releasegate import GateSpec
@@ -202,6 +204,34 @@ def test_rollback_detection_ignores_pod_template_hash() -> None:
     }
     assert is_rollback(c, [rs])
     assert not is_rollback(c, [strip_template_hash({**rs, "spec": {"containers": []}})])
+
+
+def rs_template(image: str, hash_: str) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": "checkout", "pod-template-hash": hash_}},
+        "spec": {"containers": [{"name": "m", "image": image}]},
+    }
+
+
+def test_template_digest_ignores_pod_template_hash_and_key_order() -> None:
+    a = rs_template("v1", "aaa")
+    b = {"spec": {"containers": [{"image": "v1", "name": "m"}]}, "metadata": a["metadata"]}
+    b["metadata"] = {"labels": {"pod-template-hash": "bbb", "app": "checkout"}}
+    assert template_digest(a) == template_digest(b) == template_digest(change().old_template)
+    assert template_digest(a) != template_digest(rs_template("v2", "aaa"))
+
+
+def test_rollback_from_index_answers_only_when_the_index_is_current() -> None:
+    current = template_digest(rs_template("v1", "h1"))  # the Deployment's template now
+    earlier = template_digest(rs_template("v2", "h2"))
+    other = template_digest(rs_template("v0", "h0"))
+    # back to an earlier ReplicaSet's template: a rollback, whatever else is indexed
+    assert rollback_from_index(change(image="v2"), {earlier}) is True
+    # the index holds the current template's ReplicaSet, and no match: not a rollback
+    assert rollback_from_index(change(image="v3"), {current, earlier}) is False
+    # without the current template's ReplicaSet the index may be behind: ask the API server
+    assert rollback_from_index(change(image="v3"), {other}) is None
+    assert rollback_from_index(change(image="v3"), set()) is None
 
 
 def annotated(offset_s: float, reason: str = "INC-1") -> dict[str, str]:

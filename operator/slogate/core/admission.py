@@ -10,7 +10,9 @@ blocking gate (SubjectAccessReview). ``settle`` turns those facts into the final
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -111,6 +113,28 @@ def is_rollback(change: Change, replicaset_templates: Sequence[Any]) -> bool:
     """Does the new template equal that of one of the Deployment's ReplicaSets?"""
     wanted = strip_template_hash(change.new_template)
     return any(strip_template_hash(t) == wanted for t in replicaset_templates)
+
+
+def template_digest(template: Any) -> str:
+    """A short fingerprint of a pod template without ``pod-template-hash``: what an index of
+    ReplicaSets keeps instead of whole templates."""
+    canonical = json.dumps(strip_template_hash(template), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def rollback_from_index(change: Change, digests: Collection[str]) -> bool | None:
+    """Is this change a rollback, judged from the digests of the Deployment's ReplicaSets?
+
+    ``None`` when the index cannot tell: it does not hold the ReplicaSet of the Deployment's
+    current template, so it is behind the Deployment controller (or no controller created it);
+    the caller must then ask the API server. Otherwise the index is known current for this
+    Deployment and its answer stands.
+    """
+    if template_digest(change.new_template) in digests:
+        return True
+    if change.old_template is not None and template_digest(change.old_template) in digests:
+        return False
+    return None
 
 
 def parse_override(annotations: Mapping[str, str], now: float) -> Override | str | None:

@@ -221,6 +221,20 @@ class ControlPlane:
         if result.returncode != 0:
             raise RuntimeError(f"kubectl apply failed: {result.stderr.strip()}")
 
+    def install_crds(self, crds: Path) -> None:
+        """Server-side apply of the CRD files in ``crds`` and wait until both are Established,
+        so the next create of an SLO or gate does not race the API server's discovery."""
+        self.kubectl("apply", "--server-side", "-f", str(crds), check=True)
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "servicelevelobjectives.slogate.dev",
+            "releasegates.slogate.dev",
+            check=True,
+        )
+
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", "-o", "json", *args, check=True).stdout)
 

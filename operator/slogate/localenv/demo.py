@@ -210,10 +210,7 @@ class Demo:
         print(f"Prometheus {self.prom.url}; demo app http://127.0.0.1:{self.app_port}")
 
         _step("installing the CRDs; starting the controller and the webhook (slogate run)")
-        self.cp.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"), check=True)
-        self.cp.kubectl(
-            "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
-        )
+        self.cp.install_crds(REPO_ROOT / "crds")
         self._start_operator()
 
         _step("applying examples/ and the demo's Deployments and gates")

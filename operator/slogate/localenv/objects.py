@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from slogate.core.resources import API_VERSION
+from slogate.core.status import rfc3339
 
 
 def deployment(
@@ -48,6 +52,39 @@ def release_gate(
     }
 
 
+def replicaset(dep: dict[str, Any], image: str, hash_: str) -> dict[str, Any]:
+    """The ReplicaSet the Deployment controller makes for ``dep`` (which needs its uid) with
+    ``image`` in its first container: no controller-manager runs locally, so tests and
+    benchmarks make the ReplicaSets of current and earlier revisions themselves."""
+    template = json.loads(json.dumps(dep["spec"]["template"]))
+    template["spec"]["containers"][0]["image"] = image
+    template["metadata"]["labels"]["pod-template-hash"] = hash_
+    name = dep["metadata"]["name"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": f"{name}-{hash_}",
+            "namespace": dep["metadata"]["namespace"],
+            "labels": {**template["metadata"]["labels"]},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": name,
+                    "uid": dep["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {**template["metadata"]["labels"]}},
+            "template": template,
+        },
+    }
+
+
 def ratio_slo(
     name: str, namespace: str, errors: str, total: str, target: float = 99.9, **spec: Any
 ) -> dict[str, Any]:
@@ -62,4 +99,40 @@ def ratio_slo(
             "indicator": {"ratio": {"errors": errors, "total": total}},
             **spec,
         },
+    }
+
+
+def fresh_slo_status(
+    remaining: float,
+    risk: str,
+    burn: float = 1.0,
+    firing: Sequence[str] = (),
+    at: float | None = None,
+) -> dict[str, Any]:
+    """An SLO status as the controller writes it, evaluated ``at`` (default now): lets the
+    webhook's tests and benchmarks set a budget without running the controller."""
+    now = rfc3339(time.time() if at is None else at)
+
+    def condition(type_: str, status: bool, reason: str) -> dict[str, str]:
+        return {
+            "type": type_,
+            "status": str(status),
+            "reason": reason,
+            "message": "",
+            "lastTransitionTime": now,
+        }
+
+    return {
+        "observedGeneration": 1,
+        "lastEvaluationTime": now,
+        "sli": 0.999,
+        "errorBudget": {"remaining": remaining, "consumed": 1 - remaining},
+        "burnRates": {"5m": burn, "1h": burn},
+        "firing": list(firing),
+        "risk": risk,
+        "conditions": [
+            condition("Ready", True, "Evaluated"),
+            condition("Stale", False, "Fresh"),
+            condition("BudgetExhausted", remaining <= 0, "Evaluated"),
+        ],
     }

@@ -186,24 +186,29 @@ def backfill_blocks(data_dir: Path, series: Iterable[Series], scratch: Path) -> 
     source = scratch / f"backfill-{time.monotonic_ns()}.om"
     source.write_text(openmetrics_text(series))
     try:
-        result = subprocess.run(
-            # One block per 31 days instead of per 2h: hundreds of tiny blocks slow Prometheus.
-            [
-                tool("promtool"),
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                "--max-block-duration=744h",
-                str(source),
-                str(data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
+        blocks_from_openmetrics(source, data_dir)
     finally:
         source.unlink(missing_ok=True)
+
+
+def blocks_from_openmetrics(source: Path, data_dir: Path, timeout_s: float = 1200) -> None:
+    """``promtool tsdb create-blocks-from openmetrics`` of one file into ``data_dir``."""
+    result = subprocess.run(
+        # One block per 31 days instead of per 2h: hundreds of tiny blocks slow Prometheus.
+        [
+            tool("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=744h",
+            str(source),
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout_s,
+    )
     if result.returncode != 0:
         raise StartupError(
             f"promtool backfill failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"

@@ -123,6 +123,16 @@ class WebhookProcess(RoleProcess):
         with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
 
+    def wait_recorded(self, timeout: float = 20) -> None:
+        """Until every refusal answered so far is written to its gate's status and Events
+        (the webhook writes them in batches, about once a second)."""
+        wait_until(
+            lambda: self.metric("slogate_webhook_unrecorded_refusals") == 0,
+            self,
+            timeout,
+            "the webhook recorded its refusals",
+        )
+
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}{WEBHOOK_PATH}"

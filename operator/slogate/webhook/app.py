@@ -21,7 +21,15 @@ from kubernetes import client as k8s
 
 from slogate import metrics
 from slogate.controller.app import Controller, configure_logging
-from slogate.core.admission import Change, Review, Verdict, is_rollback, review, settle
+from slogate.core.admission import (
+    Change,
+    Review,
+    Verdict,
+    is_rollback,
+    review,
+    rollback_from_index,
+    settle,
+)
 from slogate.core.gate import DEFAULT_STALE_AFTER_S
 from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
 from slogate.kubeclient import connection_info, load_config
@@ -86,6 +94,7 @@ class Webhook:
             load_config(self.options.kubeconfig)
             api = k8s.ApiClient()
             self.calls = KubeCalls(api)
+            self._spawn(self.calls.flush_forever())
             if self.options.metrics_port:
                 # Ready only when admission is answered, and answered from loaded indexes.
                 await start_probe_server(
@@ -94,8 +103,20 @@ class Webhook:
                 )
             self._spawn(self.store.load(api, self.options.namespaces))
 
+        @kopf.on.cleanup(registry=reg)
+        async def cleanup(**_: Any) -> None:
+            if self.calls is not None:  # the refusals counted since the last flush
+                await self.calls.flush()
+
         for kind, plural in (("slo", SLO_KIND.plural), ("gate", GATE_KIND.plural)):
             self._watch(kind, plural)
+
+        @kopf.on.event("apps", "v1", "replicasets", registry=reg)
+        def on_replicaset(type: str | None, body: kopf.Body, **_: Any) -> None:
+            if type == "DELETED":
+                self.store.drop("rs", dict(body))
+            else:
+                self.store.put_replicaset(dict(body))
 
         @kopf.on.validate(
             "apps",
@@ -185,14 +206,20 @@ class Webhook:
             # made the refusal stands: an error here must not let a change through (anyone may
             # set the override annotations; only the SubjectAccessReview says who may use them).
             if operation == "UPDATE":
-                try:
-                    templates = await self.calls.replicaset_templates(
-                        change.namespace, dict(old or {})
-                    )
-                    rollback = is_rollback(change, templates)
-                except Exception as exc:
-                    log.warning("rollback check failed; treating as no rollback: %s", exc)
-                    unchecked.append("could not check for a rollback")
+                owner = str(((old or {}).get("metadata") or {}).get("uid") or "")
+                known = rollback_from_index(change, self.store.template_digests(owner))
+                metrics.rollback_checks.labels("index" if known is not None else "api").inc()
+                if known is not None:
+                    rollback = known
+                else:
+                    try:
+                        templates = await self.calls.replicaset_templates(
+                            change.namespace, dict(old or {})
+                        )
+                        rollback = is_rollback(change, templates)
+                    except Exception as exc:
+                        log.warning("rollback check failed; treating as no rollback: %s", exc)
+                        unchecked.append("could not check for a rollback")
             if not rollback and first.override is not None:
                 for hit in first.blocking:
                     try:
@@ -231,21 +258,17 @@ class Webhook:
         uid = str((workload.get("metadata") or {}).get("uid", ""))
         uids = dict(self.store.gate_uids)
         if verdict.record_block:
-            self._spawn(
-                self.calls.record_block(
-                    change, uid, verdict.blocking, uids, dry_run_mode=False, message=verdict.message
-                )
+            self.calls.note_block(
+                change, uid, verdict.blocking, uids, dry_run_mode=False, message=verdict.message
             )
         if verdict.would_block:
-            self._spawn(
-                self.calls.record_block(
-                    change,
-                    uid,
-                    verdict.would_block,
-                    uids,
-                    dry_run_mode=True,
-                    message="; ".join(verdict.warnings),
-                )
+            self.calls.note_block(
+                change,
+                uid,
+                verdict.would_block,
+                uids,
+                dry_run_mode=True,
+                message="; ".join(verdict.warnings),
             )
         if verdict.overridden and first.override is not None:
             until = dt.datetime.fromtimestamp(first.override.until, dt.UTC).isoformat()

@@ -1,9 +1,15 @@
 """The few API calls admission makes, and only when it is about to refuse a rollout.
 
-- the Deployment's ReplicaSets, to recognise a rollback to one of their templates;
+- the Deployment's ReplicaSets, to recognise a rollback to one of their templates, when the
+  webhook's own index of ReplicaSets cannot tell;
 - a SubjectAccessReview per blocking gate, when the workload asks for an override;
 - afterwards, off the request path: Events on the Deployment and the gate, and the gate's
   ``status.lastBlocked`` / ``blockedCount`` / ``lastOverride``.
+
+Refusals are recorded in batches: ``note_block`` only counts, and ``flush`` (every second, and at
+shutdown) writes each gate's status once with the refusals since the last flush and aggregates
+repeated Events. A burst of refusals then costs a few API calls, not four per refusal, and the
+webhook's event loop keeps answering reviews instead of waiting on its own bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from slogate import metrics
 from slogate.core.admission import Change, GateHit
 from slogate.core.resources import GATE_KIND, GROUP, VERSION
 from slogate.core.status import Event
-from slogate.events import post_event
+from slogate.events import CoalescedEvents, post_event
 
 log = logging.getLogger("slogate.webhook.kube")
 COMPONENT = "slogate-webhook"
@@ -36,7 +43,9 @@ class KubeCalls:
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
         self.instance = socket.gethostname()
-        self._gate_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.events = CoalescedEvents(self.core, COMPONENT, self.instance)
+        self._blocks: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self._flushing = asyncio.Lock()
 
     async def replicaset_templates(self, namespace: str, deployment: dict[str, Any]) -> list[Any]:
         uid = (deployment.get("metadata") or {}).get("uid")
@@ -82,7 +91,7 @@ class KubeCalls:
 
     # --- records (after the response; best effort) ---------------------------------------
 
-    async def record_block(
+    def note_block(
         self,
         change: Change,
         deployment_uid: str,
@@ -92,36 +101,55 @@ class KubeCalls:
         dry_run_mode: bool,
         message: str,
     ) -> None:
-        now = _now()
+        """Count a refusal (or, for DryRun gates, a would-be refusal); written by ``flush``."""
         reason = "RolloutWouldBeBlocked" if dry_run_mode else "RolloutBlocked"
+        record: dict[str, Any] = {
+            "workload": change.workload,
+            "user": change.user,
+            "image": change.image,
+            "time": _now(),
+        }
+        if dry_run_mode:
+            record["dryRun"] = True
         for hit in hits:
             gate = hit.gate
             text = f"{change.user} changing {change.workload}: " + "; ".join(hit.verdict.reasons)
-            await self._event(
-                change.namespace,
-                "Deployment",
-                "apps/v1",
-                change.name,
-                deployment_uid,
+            self.events.add(
+                _ref(change.namespace, "Deployment", "apps/v1", change.name, deployment_uid),
                 Event("Warning", reason, message[:1000]),
             )
-            await self._event(
-                gate.namespace,
-                "ReleaseGate",
-                f"{GROUP}/{VERSION}",
-                gate.name,
-                gate_uids.get(gate.key, ""),
+            self.events.add(
+                _ref(
+                    gate.namespace,
+                    "ReleaseGate",
+                    f"{GROUP}/{VERSION}",
+                    gate.name,
+                    gate_uids.get(gate.key, ""),
+                ),
                 Event("Warning", reason, text),
             )
-            record: dict[str, Any] = {
-                "workload": change.workload,
-                "user": change.user,
-                "image": change.image,
-                "time": now,
-            }
-            if dry_run_mode:
-                record["dryRun"] = True
-            await self._bump_blocked(gate.namespace, gate.name, record)
+            count, _ = self._blocks.get(gate.key, (0, record))
+            self._blocks[gate.key] = (count + 1, record)
+            metrics.unrecorded_refusals.inc()
+
+    async def flush(self) -> None:
+        """Write what ``note_block`` counted: Events, then each gate's status once."""
+        async with self._flushing:
+            await self.events.flush()
+            blocks, self._blocks = self._blocks, {}
+            for (namespace, name), (count, record) in blocks.items():
+                try:
+                    await self._bump_blocked(namespace, name, count, record)
+                finally:  # written, or given up on (and logged)
+                    metrics.unrecorded_refusals.dec(count)
+
+    async def flush_forever(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.flush()
+            except Exception:  # a bug in bookkeeping must not stop the next flush
+                log.exception("recording refusals failed")
 
     async def record_override(
         self,
@@ -179,18 +207,11 @@ class KubeCalls:
             except Exception as exc:
                 log.warning("could not record the override on %s: %s", gate.key, exc)
 
-    async def _bump_blocked(self, namespace: str, name: str, record: dict[str, Any]) -> None:
-        """Increment blockedCount safely against other webhook replicas (test-and-set).
-
-        One increment per gate at a time in this replica (a burst of refusals would otherwise
-        race itself and exhaust its retries, losing counts); other replicas still race, so a
-        lost test-and-set is retried after a short random pause.
-        """
-        lock = self._gate_locks.setdefault((namespace, name), asyncio.Lock())
-        async with lock:
-            await self._bump_blocked_locked(namespace, name, record)
-
-    async def _bump_blocked_locked(self, namespace: str, name: str, record: dict[str, Any]) -> None:
+    async def _bump_blocked(
+        self, namespace: str, name: str, count: int, record: dict[str, Any]
+    ) -> None:
+        """Add ``count`` to blockedCount safely against other webhook replicas: test-and-set on
+        the resourceVersion, read again after a lost race (after a short random pause)."""
         for attempt in range(10):
             if attempt:
                 await asyncio.sleep(random.uniform(0, 0.05 * attempt))
@@ -204,7 +225,7 @@ class KubeCalls:
                     name,
                 )
                 gate = cast(dict[str, Any], gate)
-                count = int(((gate.get("status") or {}).get("blockedCount")) or 0)
+                before = int(((gate.get("status") or {}).get("blockedCount")) or 0)
                 ops: list[dict[str, Any]] = []
                 if "status" not in gate:
                     ops.append({"op": "add", "path": "/status", "value": {}})
@@ -215,7 +236,7 @@ class KubeCalls:
                         "value": gate["metadata"]["resourceVersion"],
                     }
                 )
-                ops.append({"op": "add", "path": "/status/blockedCount", "value": count + 1})
+                ops.append({"op": "add", "path": "/status/blockedCount", "value": before + count})
                 ops.append({"op": "add", "path": "/status/lastBlocked", "value": record})
                 await asyncio.to_thread(
                     functools.partial(
@@ -227,30 +248,41 @@ class KubeCalls:
                         name,
                         ops,
                         _content_type="application/json-patch+json",
+                        _preload_content=False,
                     )
                 )
                 return
             except ApiException as exc:
                 if exc.status in (409, 422):  # someone else wrote first: read again
                     continue
-                log.warning("could not record the block on %s/%s: %s", namespace, name, exc)
+                log.warning(
+                    "could not record %d block(s) on %s/%s: %s", count, namespace, name, exc
+                )
                 return
             except Exception as exc:
-                log.warning("could not record the block on %s/%s: %s", namespace, name, exc)
+                log.warning(
+                    "could not record %d block(s) on %s/%s: %s", count, namespace, name, exc
+                )
                 return
-        log.warning("could not record the block on %s/%s: too many conflicts", namespace, name)
+        log.warning(
+            "could not record %d block(s) on %s/%s: too many conflicts", count, namespace, name
+        )
 
     async def _event(
         self, namespace: str, kind: str, api_version: str, name: str, uid: str, event: Event
     ) -> None:
-        ref = {
-            "apiVersion": api_version,
-            "kind": kind,
-            "namespace": namespace,
-            "name": name,
-            "uid": uid,
-        }
+        ref = _ref(namespace, kind, api_version, name, uid)
         await post_event(self.core, ref, event, COMPONENT, self.instance)
+
+
+def _ref(namespace: str, kind: str, api_version: str, name: str, uid: str) -> dict[str, str]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "namespace": namespace,
+        "name": name,
+        "uid": uid,
+    }
 
 
 def _now() -> str:
