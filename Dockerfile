@@ -42,9 +42,11 @@ LABEL org.opencontainers.image.title="slogate" \
 RUN python -m pip uninstall -y --no-cache-dir pip setuptools wheel \
     && rm -rf /root/.cache /usr/local/lib/python3.11/ensurepip
 COPY --from=build /opt/slogate /opt/slogate
+# MALLOC_ARENA_MAX: glibc's per-thread arenas keep freed memory resident (docs/controller.md).
 ENV PATH=/opt/slogate/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2
 # 65532 (the "nonroot" convention): numeric, so the kubelet can verify runAsNonRoot without
 # an /etc/passwd entry. The chart runs the container with a read-only root filesystem.
 USER 65532:65532

@@ -29,6 +29,7 @@ from slogate.controller.entries import SloEntry
 from slogate.controller.evaluator import Evaluator, EvaluatorSettings, TickStats
 from slogate.controller.gates import GateKeeper
 from slogate.controller.kube import KubeSink
+from slogate.controller.memory import Trimmer, limit_arenas
 from slogate.controller.peering import LIFETIME_S, PeeringMonitor
 from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView
 from slogate.core.objective import SloSpec
@@ -84,6 +85,7 @@ class Controller:
         )
         self.last_tick = math.nan
         self._last_gate_refresh = -math.inf
+        self._trim = Trimmer()
         self.registry = kopf.OperatorRegistry()
         self._register()
 
@@ -126,6 +128,8 @@ class Controller:
                 stats.writes,
                 stats.seconds,
             )
+            # The tick's answers, statuses and arrays are garbage now: give their pages back.
+            self._trim()
 
     def _register(self) -> None:
         reg = self.registry
@@ -287,6 +291,7 @@ class Controller:
         }
 
     def run(self) -> None:
+        limit_arenas()  # before any thread exists (the metrics server, kopf's executor)
         configure_logging(self.options.log_format)
         if self.options.metrics_port:
             start_http_server(self.options.metrics_port, registry=metrics.REGISTRY)

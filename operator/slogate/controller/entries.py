@@ -8,8 +8,9 @@ record, and history is rebuilt from Prometheus by one range query.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import OrderedDict
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +26,65 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Burn rates shown in status even when no rule reads them (DESIGN's example status).
 DISPLAY_WINDOWS_S = (300, 1800, 3600, 7200, 21600, 86400, 3 * 86400)
+BUDGET_GRID_S = 300  # least-squares fallback samples: one per 5 minutes ...
+BUDGET_SAMPLES = 288  # ... over the last day
 NOMINAL_PERIOD_S = {"week": 7 * 86400, "month": 30 * 86400, "quarter": 91 * 86400}
 MAX_PERIOD_S = {"week": 7 * 86400, "month": 31 * 86400, "quarter": 92 * 86400}
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+class BudgetSamples:
+    """Past ``consumed`` values on a grid of equal slots (slot = time // grid), newest last.
+
+    A float array from the oldest kept slot to the newest written one (NaN where a slot was not
+    sampled), at most ``capacity`` slots: 8 bytes a sample. A dict of floats costs ~120 bytes a
+    sample, which at 288 samples and thousands of SLOs was the controller's largest structure.
+    """
+
+    __slots__ = ("capacity", "first", "values")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.first = 0  # slot of values[0]
+        self.values = array("d")
+
+    def __len__(self) -> int:
+        return sum(1 for v in self.values if not math.isnan(v))
+
+    def put(self, slot: int, value: float) -> None:
+        """Record ``value`` for ``slot``; slots more than ``capacity`` before the newest are
+        dropped."""
+        values = self.values
+        if not values:
+            self.first = slot
+            values.append(value)
+            return
+        if slot < self.first:
+            if self.first + len(values) - slot > self.capacity:
+                return  # older than anything kept
+            values[:0] = array("d", [math.nan]) * (self.first - slot)
+            self.first = slot
+        end = self.first + len(values)
+        if slot >= end:
+            values.extend(array("d", [math.nan]) * (slot - end + 1))
+        values[slot - self.first] = value
+        excess = len(values) - self.capacity
+        if excess > 0:
+            del values[:excess]
+            self.first += excess
+
+    def get(self, slot: int) -> float:
+        """The value recorded for ``slot``, NaN when none is kept."""
+        i = slot - self.first
+        return self.values[i] if 0 <= i < len(self.values) else math.nan
+
+    def fill(self, out: FloatArray, first_slot: int) -> None:
+        """Write the kept values into ``out[k]`` for slot ``first_slot + k`` (others untouched)."""
+        lo = max(self.first, first_slot)
+        hi = min(self.first + len(self.values), first_slot + out.shape[0])
+        if lo < hi:
+            out[lo - first_slot : hi - first_slot] = self.values[lo - self.first : hi - self.first]
 
 
 def rules_for(spec: SloSpec) -> tuple[BurnRule, ...]:
@@ -43,7 +99,13 @@ def rules_for(spec: SloSpec) -> tuple[BurnRule, ...]:
             )
             for r in spec.alerting.rules
         )
-    return default_rules(nominal_window_s(spec))
+    return _default_rules(nominal_window_s(spec))
+
+
+@functools.lru_cache(maxsize=64)
+def _default_rules(window_s: int) -> tuple[BurnRule, ...]:
+    # One shared (immutable) tuple per window length rather than one per SLO.
+    return default_rules(window_s)
 
 
 def nominal_window_s(spec: SloSpec) -> int:
@@ -60,7 +122,7 @@ def history_span_s(spec: SloSpec) -> int:
     return spec.window_seconds
 
 
-@dataclass
+@dataclass(slots=True)
 class SloEntry:
     namespace: str
     name: str
@@ -81,7 +143,7 @@ class SloEntry:
     long_ratios: dict[int, float] = field(default_factory=dict)
     long_refreshed: float = -math.inf
     # Budget samples on a shared 5-minute grid for the least-squares forecast fallback.
-    budget_samples: OrderedDict[float, float] = field(default_factory=OrderedDict)
+    budget_samples: BudgetSamples = field(default_factory=lambda: BudgetSamples(BUDGET_SAMPLES))
     status: dict[str, Any] | None = None  # as last written (or found on the resource)
     last_write: float = -math.inf
 

@@ -27,6 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from slogate.controller.entries import (
+    BUDGET_GRID_S,
+    BUDGET_SAMPLES,
+    FloatArray,
     Key,
     SloEntry,
     history_span_s,
@@ -61,8 +64,10 @@ from slogate.prometheus.errors import ErrorKind, PrometheusError
 
 log = logging.getLogger("slogate.evaluator")
 
-BUDGET_GRID_S = 300  # least-squares fallback samples: one per 5 minutes ...
-BUDGET_SAMPLES = 288  # ... over the last day
+#: SLOs per math call. The call stacks its rows' histories ([rows, T] float64, twice: 5.8 MB
+#: per 1,000 rows of 30d/1h); one call over every SLO made that a transient of tens of MB per
+#: tick, which the allocator then kept. Chunks give exactly the results of one call.
+COMPUTE_ROWS = 512
 
 
 class StatusSink(Protocol):
@@ -375,7 +380,7 @@ class Evaluator:
                     fresh[idx[ok]] = np.asarray(vs, dtype=np.float64)[ok]
                 old = entry.hist_bad if kind == "b" else entry.hist_total
                 assert old is not None
-                merged = np.concatenate([old, fresh])[-old.shape[0] :]
+                merged = _shift_in(old, fresh)
                 if kind == "b":
                     entry.hist_bad = merged
                 else:
@@ -511,8 +516,35 @@ class Evaluator:
         now: float,
         boundary: float,
     ) -> list[Any]:
-        rules = members[0].rules
+        """Results for ``members`` (one rule set), in chunks of ``COMPUTE_ROWS`` rows.
+
+        Every chunk gets the shape of one call over all members (the same burn windows, history
+        length and longest window), so a row's result does not depend on the chunking.
+        """
         windows = sorted({w for e in members for w in e.windows_s})
+        t_max = max((e.hist_bad.shape[0] for e in members if e.hist_bad is not None), default=0)
+        longest = max(
+            (e.spec.window_seconds if e.spec.calendar is None else _nominal(e)) for e in members
+        )
+        results: list[Any] = []
+        for lo in range(0, len(members), COMPUTE_ROWS):
+            chunk = members[lo : lo + COMPUTE_ROWS]
+            results.extend(
+                self._compute_chunk(chunk, windows, t_max, longest, short, now, boundary)
+            )
+        return results
+
+    def _compute_chunk(
+        self,
+        members: list[SloEntry],
+        windows: list[int],
+        t_max: int,
+        longest: float,
+        short: dict[Key, dict[str, float]],
+        now: float,
+        boundary: float,
+    ) -> list[Any]:
+        rules = members[0].rules
         n, w_count = len(members), len(windows)
         step = self.settings.step_s
         tail_s = now - boundary
@@ -525,13 +557,11 @@ class Evaluator:
         period_end = np.full(n, np.nan)
         ratio_only = np.zeros(n, dtype=bool)
         dep = np.full(n, np.nan)
-        t_max = max((e.hist_bad.shape[0] for e in members if e.hist_bad is not None), default=0)
         hist_bad = np.full((n, t_max + 1 if t_max else 0), np.nan)
         hist_total = np.full_like(hist_bad, np.nan)
-        grid = [
-            bucket_end(now, BUDGET_GRID_S) - BUDGET_GRID_S * k
-            for k in range(BUDGET_SAMPLES - 1, -1, -1)
-        ]
+        last_slot = int(bucket_end(now, BUDGET_GRID_S)) // BUDGET_GRID_S
+        first_slot = last_slot - BUDGET_SAMPLES + 1
+        grid = [float(slot * BUDGET_GRID_S) for slot in range(first_slot, last_slot + 1)]
         consumed_hist = np.full((n, len(grid)), np.nan)
         for i, entry in enumerate(members):
             values = short.get(entry.key, {})
@@ -540,8 +570,7 @@ class Evaluator:
             if cal is not None:
                 period_start[i], period_end[i] = calendar_period(now, cal.period, cal.time_zone)
             dep[i] = self._dependency_bound(entry)
-            for k, t in enumerate(grid):
-                consumed_hist[i, k] = entry.budget_samples.get(t, np.nan)
+            entry.budget_samples.fill(consumed_hist[i], first_slot)
             if entry.ratio_only:
                 ratio_only[i] = True
                 for j, w in enumerate(windows):
@@ -603,6 +632,7 @@ class Evaluator:
                 budget_times=np.array(grid, dtype=np.float64),
                 budget_consumed=consumed_hist,
                 dependency_bound=dep,
+                longest_window_s=longest,
             ),
             rules,
         )
@@ -611,10 +641,7 @@ class Evaluator:
     def _sample_budget(self, entry: SloEntry, now: float, consumed: float | None) -> None:
         if consumed is None:
             return
-        slot = bucket_end(now, BUDGET_GRID_S)
-        entry.budget_samples[slot] = consumed
-        while len(entry.budget_samples) > BUDGET_SAMPLES:
-            entry.budget_samples.popitem(last=False)
+        entry.budget_samples.put(int(bucket_end(now, BUDGET_GRID_S)) // BUDGET_GRID_S, consumed)
 
     # --- dependencies ------------------------------------------------------------------------
 
@@ -644,6 +671,22 @@ class Evaluator:
                 "UnknownDependency", f"dependsOn names SLOs that do not exist: {', '.join(missing)}"
             )
         ]
+
+
+def _shift_in(old: FloatArray, fresh: FloatArray) -> FloatArray:
+    """``old`` moved left by ``len(fresh)``, ``fresh`` at its end: a new array of old's length.
+
+    Not ``np.concatenate([old, fresh])[-len(old):]``: that view keeps the whole concatenation
+    alive, twice the history after the start-up fill.
+    """
+    size, k = old.shape[0], fresh.shape[0]
+    out = np.empty(size, dtype=np.float64)
+    if k >= size:
+        out[:] = fresh[k - size :]
+    else:
+        out[: size - k] = old[k:]
+        out[size - k :] = fresh
+    return out
 
 
 def _nominal(entry: SloEntry) -> float:

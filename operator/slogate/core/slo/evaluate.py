@@ -349,7 +349,7 @@ def _evaluate(
     n_days = 0
     day_cols = max(round(DAY / step), 1)
     if step <= DAY and batch.hist_bad.shape[1]:
-        n_days = int(min(math.ceil(float(batch.window_s.max(initial=0)) / DAY), 400))
+        n_days = int(min(math.ceil(batch.longest_window_s / DAY), 400))
     summary = scan(
         batch.hist_bad,
         batch.hist_total,

@@ -114,6 +114,9 @@ class SloBatch:
     - ``budget_times`` [H], ``budget_consumed`` [N, H] (default H = 0): past ``consumed`` values
       for the least-squares fallback.
     - ``dependency_bound`` [N] (default NaN): product of the ``dependsOn`` targets, percent.
+    - ``longest_window_s`` (default NaN: the longest ``window_s`` of this batch): how far back
+      the daily SLIs reach. A caller that evaluates a large fleet in row chunks passes the
+      fleet's longest window, so that every row's result is exactly that of one batch.
     """
 
     target: FloatArray
@@ -134,6 +137,7 @@ class SloBatch:
     budget_times: FloatArray = field(default_factory=_empty)
     budget_consumed: FloatArray = field(default_factory=_empty)
     dependency_bound: FloatArray = field(default_factory=_empty)
+    longest_window_s: float = math.nan
 
     def __post_init__(self) -> None:
         target = np.atleast_1d(np.asarray(self.target, dtype=np.float64))
@@ -196,6 +200,10 @@ class SloBatch:
             set_(self, "budget_times", _empty())
             set_(self, "budget_consumed", np.empty((n, 0), dtype=np.float64))
         set_(self, "dependency_bound", _fill(self.dependency_bound, (n,), math.nan, "bound"))
+        longest = float(window_s.max(initial=0.0))
+        if math.isfinite(self.longest_window_s):
+            longest = max(longest, float(self.longest_window_s))
+        set_(self, "longest_window_s", longest)
 
     @property
     def n(self) -> int:
