@@ -14,12 +14,13 @@ excludes, first without the configuration registered and then with it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 import ssl
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ import aiohttp
 import httpx
 
 from bench.report import percentile
+from slogate.core.admission import strip_template_hash
 from slogate.localenv.objects import deployment, replicaset
 
 MIX = (("allow", 0.60), ("ungated", 0.25), ("warn", 0.10), ("deny", 0.05))
@@ -52,8 +54,17 @@ def admission_review(
     *,
     dry_run: bool = False,
     user: str = "bench-deployer",
+    template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An ``admission.k8s.io/v1`` review of a Deployment image change, as kube-apiserver sends."""
+    """An ``admission.k8s.io/v1`` review of a Deployment image change, as kube-apiserver sends.
+
+    ``template``: the pod template as the API server stored it (with its defaults), which is
+    what a real review carries; the images are set on copies of it."""
+    old, new = (_deployment(namespace, name, app, image) for image in (old_image, new_image))
+    if template is not None:
+        for obj, image in ((old, old_image), (new, new_image)):
+            obj["spec"]["template"] = copy.deepcopy(template)
+            obj["spec"]["template"]["spec"]["containers"][0]["image"] = image
     gvk = {"group": "apps", "version": "v1", "kind": "Deployment"}
     gvr = {"group": "apps", "version": "v1", "resource": "deployments"}
     return {
@@ -69,8 +80,8 @@ def admission_review(
             "namespace": namespace,
             "operation": "UPDATE",
             "userInfo": {"username": user, "groups": ["system:authenticated"]},
-            "object": _deployment(namespace, name, app, new_image),
-            "oldObject": _deployment(namespace, name, app, old_image),
+            "object": new,
+            "oldObject": old,
             "dryRun": dry_run,
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions"},
         },
@@ -107,14 +118,29 @@ def current_replicasets(gates: Sequence[GateTarget], history: int = 3) -> list[d
     return docs
 
 
+def stored_templates(replicasets: Sequence[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """The current templates (from ``current_replicasets``, read back from the API server with
+    its defaults) by (namespace, app), without the ReplicaSet's ``pod-template-hash``."""
+    out = {}
+    for rs in replicasets:
+        meta = rs["metadata"]
+        if meta["name"].endswith("-cur"):
+            out[(meta["namespace"], meta["name"][: -len("-cur")])] = strip_template_hash(
+                rs["spec"]["template"]
+            )
+    return out
+
+
 def plan_requests(
     gates: Sequence[GateTarget],
     namespaces: Sequence[str],
     count: int,
     seed: int = 5,
     mix: Sequence[tuple[str, float]] = MIX,
+    stored: Mapping[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[PlannedRequest]:
-    """``count`` reviews in the ``mix`` proportions, over the given gates' workloads."""
+    """``count`` reviews in the ``mix`` proportions, over the given gates' workloads;
+    ``stored``: pod templates as the API server stored them, by (namespace, app)."""
     rng = random.Random(seed)
     by_kind: dict[str, list[GateTarget]] = {}
     for g in gates:
@@ -134,7 +160,13 @@ def plan_requests(
         # The Deployment runs CURRENT_IMAGE (its ReplicaSet exists, see current_replicasets)
         # and each request rolls out a new image.
         review = admission_review(
-            f"bench-{i}", ns, app, app, current_image(app), f"shop/{app}:2.{i}"
+            f"bench-{i}",
+            ns,
+            app,
+            app,
+            current_image(app),
+            f"shop/{app}:2.{i}",
+            template=(stored or {}).get((ns, app)),
         )
         out.append(PlannedRequest(kind, json.dumps(review).encode(), kind != "deny"))
     return out

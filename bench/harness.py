@@ -260,6 +260,9 @@ def admission_section(
     api.create_many(gate_docs)
     replicasets = adm.current_replicasets(targets)
     api.create_many(replicasets)
+    listed = api.http.get("/apis/apps/v1/replicasets")
+    listed.raise_for_status()
+    stored = adm.stored_templates(listed.json()["items"])
     statuses.append(("servicelevelobjectives", "e2e", "web", slo_status("ok", now)))
     api.patch_status_many(statuses)
     setup_s = time.perf_counter() - t0
@@ -280,9 +283,13 @@ def admission_section(
         namespaces = sorted({t.namespace for t in targets})
         runs = [(rate, "mixed", adm.MIX) for rate in rates] + [(200, "no denials", adm.NO_DENY)]
         for rate, label, mix in runs:
-            warm = adm.plan_requests(targets, namespaces, rate, seed=rate + 1, mix=mix)
+            warm = adm.plan_requests(
+                targets, namespaces, rate, seed=rate + 1, mix=mix, stored=stored
+            )
             asyncio.run(adm.open_loop(hook.url, ctx, warm, rate))
-            reqs = adm.plan_requests(targets, namespaces, int(rate * seconds), seed=rate, mix=mix)
+            reqs = adm.plan_requests(
+                targets, namespaces, int(rate * seconds), seed=rate, mix=mix, stored=stored
+            )
             m0, c0 = hook.metrics_text(), cpu_seconds(hook.pid)
             w0 = time.perf_counter()
             res = asyncio.run(adm.open_loop(hook.url, ctx, reqs, rate))

@@ -15,6 +15,7 @@ from bench.bench_admission import (
     current_replicasets,
     histogram_buckets,
     plan_requests,
+    stored_templates,
 )
 from bench.bench_scale import compare_budgets, parse_tick_line
 from bench.world import exporter_spec, kind_of_slo, make_services, slo_manifest, story_series
@@ -83,6 +84,18 @@ def test_admission_requests_follow_the_mix_and_expect_the_right_answer() -> None
         if p.kind != "ungated":
             assert template_digest(request["oldObject"]["spec"]["template"]) in indexed
             assert template_digest(request["object"]["spec"]["template"]) not in indexed
+    # As the API server stores them (with defaults): reviews must carry those same templates.
+    listed = current_replicasets(gates)
+    for rs in listed:
+        rs["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+        rs["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    defaulted = {template_digest(rs["spec"]["template"]) for rs in listed}
+    stored = stored_templates(listed)
+    assert len(stored) == len(gates)
+    for p in plan_requests(gates, ["team-01"], 200, stored=stored):
+        request = json.loads(p.body)["request"]
+        if p.kind != "ungated":
+            assert template_digest(request["oldObject"]["spec"]["template"]) in defaulted
     text = (
         'x_bucket{le="0.001"} 3.0\nx_bucket{le="+Inf"} 4.0\nx_count 4.0\ny_bucket{le="0.001"} 9.0\n'
     )
