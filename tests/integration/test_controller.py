@@ -397,11 +397,22 @@ def test_target_change_reevaluates(control_plane: ControlPlane, world: dict[str,
     assert after["burnRates"]["1h"] == pytest.approx(0.1, abs=0.01)
 
 
-def test_delete_leaves_no_finalizer(control_plane: ControlPlane, world: dict[str, Any]) -> None:
+def test_slos_carry_no_finalizer_and_are_forgotten_on_delete(
+    control_plane: ControlPlane, world: dict[str, Any]
+) -> None:
+    ctl: ControllerProcess = world["ctl"]
     meta = control_plane.get_json("slo", "idle", "-n", NS)["metadata"]
-    assert "slogate.dev/finalizer" in meta.get("finalizers", [])
+    # slogate writes only status: no finalizer that could block a deletion (or a namespace's)
+    # once slogate is uninstalled, no bookkeeping annotations.
+    assert not meta.get("finalizers"), meta
+    assert not [k for k in meta.get("annotations") or {} if k.startswith("slogate.dev/")], meta
+    assert 'name="idle"' in ctl.metrics_text()
     deleted = control_plane.kubectl("delete", "slo", "idle", "-n", NS, "--timeout=30s")
     assert deleted.returncode == 0, deleted.stderr
     gone = control_plane.kubectl("get", "slo", "idle", "-n", NS)
     assert gone.returncode != 0
     assert "NotFound" in gone.stderr
+    deadline = time.monotonic() + 15
+    while 'name="idle"' in ctl.metrics_text():
+        assert time.monotonic() < deadline, "the deleted SLO's metrics are still exported"
+        time.sleep(0.2)

@@ -1,9 +1,8 @@
 """``slogate controller``: kopf handlers that feed the evaluator, and the process around them.
 
 kopf watches ServiceLevelObjectives and tells the evaluator about every new, changed, resumed or
-deleted one; the evaluator (one asyncio task) does all Prometheus and status work in batches. kopf
-keeps its bookkeeping under the ``slogate.dev`` prefix (finalizer, progress and diff-base
-annotations) so it does not collide with other kopf operators in the cluster.
+deleted one; the evaluator (one asyncio task) does all Prometheus and status work in batches.
+Only watch-event handlers are registered, so kopf writes nothing to the objects themselves.
 """
 
 from __future__ import annotations
@@ -115,6 +114,8 @@ class Controller:
         self.last_tick = time.time()
         metrics.evaluation_duration.observe(stats.seconds)
         metrics.evaluated_slos.inc(stats.evaluated)
+        for namespace, name in stats.gone:
+            metrics.forget_slo(namespace, name)
         for entry in entries:
             if entry.status:
                 metrics.record_slo(
@@ -142,6 +143,12 @@ class Controller:
 
         @kopf.on.startup(registry=reg)
         async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+            # Only watch-event handlers, so kopf adds no finalizer and no annotations to SLOs:
+            # nothing to get stuck when slogate is uninstalled, and no PATCH per object at
+            # start-up (at 5,000 SLOs that intake cost ~180 MiB of resident memory). Naming the
+            # finalizer earlier versions added lets kopf remove it from objects that still
+            # carry it. A DELETED event lost to a watch re-list is caught by the next status
+            # write (404: the evaluator drops the SLO).
             settings.persistence.finalizer = f"{PREFIX}/finalizer"
             settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
             settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -198,6 +205,7 @@ class Controller:
                 meta = body["metadata"]
                 if self.evaluator is not None:
                     self.evaluator.remove((meta["namespace"], meta["name"]))
+                metrics.forget_slo(meta["namespace"], meta["name"])
                 return
             await self._accept(dict(body))
 
@@ -223,13 +231,6 @@ class Controller:
                 return
             if self.gates.upsert(dict(body), spec) and self.evaluator is not None:
                 self.evaluator.wake()
-
-        @kopf.on.delete(*kind, registry=reg)
-        def slo_deleted(name: str, namespace: str | None, **_: Any) -> None:
-            assert namespace is not None  # the kind is namespaced
-            if self.evaluator is not None:
-                self.evaluator.remove((namespace, name))
-            metrics.forget_slo(namespace, name)
 
     def _on_peering_change(self, active: bool) -> None:
         metrics.controller_active.set(1.0 if active else 0.0)

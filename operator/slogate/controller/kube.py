@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from slogate import metrics
+from slogate.controller.evaluator import SloGone
 from slogate.core.resources import GROUP, SLO_KIND, VERSION
 from slogate.core.status import Event
 from slogate.events import post_event
@@ -50,8 +51,8 @@ class KubeSink:
                 )
             )
         except ApiException as exc:
-            if exc.status == 404:  # deleted meanwhile: nothing to write to
-                return False
+            if exc.status == 404:
+                raise SloGone(f"{namespace}/{name}") from exc
             log.warning(
                 "status write for %s/%s failed: %s %s %s",
                 namespace,

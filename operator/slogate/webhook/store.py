@@ -54,10 +54,11 @@ class Store:
         return (str(meta.get("namespace")), str(meta.get("name")))
 
     def _newer(self, kind: str, body: dict[str, Any]) -> bool:
-        """Skip a version older than one already seen (a LIST racing the watch)."""
+        """Skip a version older than one already seen (a LIST racing the watch), and the same
+        version again (kopf's own initial listing repeats what the start-up LIST indexed)."""
         key = (kind, self.key(body))
         rv = _rv(body)
-        if rv and rv < self._versions.get(key, 0):
+        if rv and rv <= self._versions.get(key, 0):
             return False
         self._versions[key] = rv
         return True
