@@ -8,6 +8,7 @@ from slogate.core.status import (
     coarse_time,
     evaluated_status,
     failed_status,
+    heartbeat_phase,
     needs_write,
     transitions,
 )
@@ -113,6 +114,17 @@ def test_needs_write_ignores_timestamps_but_honours_heartbeat() -> None:
     assert needs_write(a, b, last_write=NOW, now=NOW + 300)
     c = evaluated_status(result(0.49), a, generation=1, now=NOW + 30, problems=[])
     assert needs_write(a, c, last_write=NOW, now=NOW + 30)
+
+
+def test_heartbeat_phases_spread_slos_over_the_period() -> None:
+    keys = [f"team-{i % 50:02d}/slo-{i:04d}" for i in range(5000)]
+    phases = [heartbeat_phase(k, 300.0) for k in keys]
+    assert all(0 <= p < 300 for p in phases)
+    assert heartbeat_phase(keys[0], 300.0) == phases[0]  # fixed per object, across restarts
+    # 5,000 SLOs written on one tick: the following heartbeats fall on every 30 s tick of the
+    # period, about 500 each, instead of 5,000 on one.
+    per_tick = [sum(1 for p in phases if k * 30 <= p < (k + 1) * 30) for k in range(10)]
+    assert min(per_tick) > 400 and max(per_tick) < 600, per_tick
 
 
 def test_events_only_on_transitions() -> None:

@@ -56,6 +56,7 @@ from slogate.core.status import (
     Problem,
     evaluated_status,
     failed_status,
+    heartbeat_phase,
     needs_write,
     transitions,
 )
@@ -213,7 +214,8 @@ class Evaluator:
             stats.evaluated += 1
             if (new.get("conditions") or []) and _ready(new) is False and _stale(new):
                 stats.failures += 1
-            if needs_write(entry.status, new, entry.last_write, now, self.settings.heartbeat_s):
+            heartbeat_s = self.settings.heartbeat_s
+            if needs_write(entry.status, new, entry.last_write, now, heartbeat_s):
                 old = entry.status
                 try:
                     written = await self.sink.write_status(entry.namespace, entry.name, new)
@@ -225,7 +227,10 @@ class Evaluator:
                 if written:
                     stats.writes += 1
                     entry.status = new
-                    entry.last_write = now
+                    # The first write counts as older by the SLO's phase: heartbeats spread out.
+                    first = entry.last_write == -math.inf
+                    phase = heartbeat_phase(f"{entry.namespace}/{entry.name}", heartbeat_s)
+                    entry.last_write = now - phase if first else now
                     for event in transitions(old, new):
                         await self.sink.post_event(entry.ref, event)
             else:

@@ -17,6 +17,7 @@ observedGeneration; the transition time only moves when ``status`` flips):
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,6 +264,14 @@ def needs_write(
     """Write when something a user sees changed, or as a heartbeat so lastEvaluationTime stays
     recent enough to tell a live controller from a dead one."""
     return visible(old) != visible(new) or now - last_write >= heartbeat_s
+
+
+def heartbeat_phase(key: str, heartbeat_s: float = HEARTBEAT_S) -> float:
+    """A fixed offset in [0, heartbeat_s) per object. SLOs first written together (a controller
+    start) would otherwise all heartbeat on the same tick, every heartbeat: a burst of
+    thousands of writes and watch events. Counting the first write as ``phase`` seconds old
+    spreads them over the whole heartbeat period, and later ones stay spread."""
+    return zlib.crc32(key.encode()) / 2**32 * heartbeat_s
 
 
 def _cond(status: dict[str, Any] | None, type_: str) -> str | None:
