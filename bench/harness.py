@@ -767,7 +767,7 @@ def scale_sections(rows: list[dict[str, Any]]) -> list[Section]:
         "Scale: one-time cost of a controller start (history fill)",
         intro=(
             "From starting the controller process until every SLO has a status: kopf's "
-            "start-up (it adds its finalizer and annotations to each SLO), one range query per "
+            "start-up and initial listing (it writes nothing to the SLOs), one range query per "
             "10 SLOs filling 30 days of hourly increases, the first short-window queries and "
             "one status write per SLO. Samples of the range queries are replayed on an evenly "
             "spaced subset and scaled."
