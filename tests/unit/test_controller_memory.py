@@ -312,3 +312,9 @@ def test_trimmer_is_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
         trimmer()
     assert len(calls) == 3
     assert memory.trim() in (True, False)  # harmless wherever it runs
+
+
+def test_arena_cap_leaves_an_explicit_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An operator who sets glibc's own variable gets exactly that.
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert memory.limit_arenas() is False
