@@ -23,6 +23,11 @@ from slogate.core.promql import EventQueries, event_queries
 from slogate.core.slo.rules import BurnRule, default_rules
 
 FloatArray = npt.NDArray[np.float64]
+#: The stored hourly history. float32 holds an hourly event count to 7 significant digits, a
+#: relative error of 6e-8 on a budget (the math runs in float64); it halves the largest
+#: per-SLO structure (2 x 721 values for 30 days: 5.8 KB instead of 11.5 KB).
+HistArray = npt.NDArray[np.float32]
+HIST_DTYPE = np.float32
 
 #: Burn rates shown in status even when no rule reads them (DESIGN's example status).
 DISPLAY_WINDOWS_S = (300, 1800, 3600, 7200, 21600, 86400, 3 * 86400)
@@ -137,8 +142,8 @@ class SloEntry:
     next_due: float = 0.0
     # Per-interval history (counts indicators): increases over buckets ending at hist_end.
     hist_end: float = math.nan
-    hist_bad: FloatArray | None = None
-    hist_total: FloatArray | None = None
+    hist_bad: HistArray | None = None
+    hist_total: HistArray | None = None
     # Long windows of raw-query indicators, refreshed less often: window -> ratio.
     long_ratios: dict[int, float] = field(default_factory=dict)
     long_refreshed: float = -math.inf

@@ -29,7 +29,9 @@ import numpy as np
 from slogate.controller.entries import (
     BUDGET_GRID_S,
     BUDGET_SAMPLES,
+    HIST_DTYPE,
     FloatArray,
+    HistArray,
     Key,
     SloEntry,
     history_span_s,
@@ -341,8 +343,8 @@ class Evaluator:
                 or entry.hist_bad.shape[0] != size
                 or not (boundary - size * step < entry.hist_end)
             ):
-                entry.hist_bad = np.full(size, np.nan)
-                entry.hist_total = np.full(size, np.nan)
+                entry.hist_bad = np.full(size, np.nan, dtype=HIST_DTYPE)
+                entry.hist_total = np.full(size, np.nan, dtype=HIST_DTYPE)
                 entry.hist_end = boundary - size * step
             if entry.hist_end < boundary:
                 start = entry.hist_end + step
@@ -706,14 +708,14 @@ class Evaluator:
         ]
 
 
-def _shift_in(old: FloatArray, fresh: FloatArray) -> FloatArray:
+def _shift_in(old: HistArray, fresh: FloatArray) -> HistArray:
     """``old`` moved left by ``len(fresh)``, ``fresh`` at its end: a new array of old's length.
 
     Not ``np.concatenate([old, fresh])[-len(old):]``: that view keeps the whole concatenation
     alive, twice the history after the start-up fill.
     """
     size, k = old.shape[0], fresh.shape[0]
-    out = np.empty(size, dtype=np.float64)
+    out = np.empty(size, dtype=HIST_DTYPE)
     if k >= size:
         out[:] = fresh[k - size :]
     else:

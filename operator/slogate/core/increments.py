@@ -14,6 +14,8 @@ Unknown buckets (NaN) count as no events; a window with no known bucket and no t
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -26,13 +28,15 @@ def bucket_end(now: float, step_s: int) -> float:
 
 
 def window_sums(
-    buckets: FloatArray,
+    buckets: npt.NDArray[np.floating[Any]],
     tail: FloatArray,
     tail_s: float,
     step_s: int,
     windows_s: npt.ArrayLike,
 ) -> FloatArray:
     """Events in each window ending now: ``[N, W]`` from ``buckets [N, T]`` and ``tail [N]``.
+
+    ``buckets`` may be stored as float32; the sums are float64.
 
     ``windows_s`` is ``[W]`` (the same windows for every row) or ``[N, W]``; each window must
     be at least ``tail_s`` long.
