@@ -229,10 +229,11 @@ class Evaluator:
                 if written:
                     stats.writes += 1
                     entry.status = new
-                    # The first write counts as older by the SLO's phase: heartbeats spread out.
+                    # The first heartbeat waits the SLO's phase longer: heartbeats spread out
+                    # (at most two heartbeat periods apart, well inside --stale-after).
                     first = entry.last_write == -math.inf
                     phase = heartbeat_phase(f"{entry.namespace}/{entry.name}", heartbeat_s)
-                    entry.last_write = now - phase if first else now
+                    entry.last_write = now + phase if first else now
                     for event in transitions(old, new):
                         await self.sink.post_event(entry.ref, event)
             else:

@@ -269,8 +269,8 @@ def needs_write(
 def heartbeat_phase(key: str, heartbeat_s: float = HEARTBEAT_S) -> float:
     """A fixed offset in [0, heartbeat_s) per object. SLOs first written together (a controller
     start) would otherwise all heartbeat on the same tick, every heartbeat: a burst of
-    thousands of writes and watch events. Counting the first write as ``phase`` seconds old
-    spreads them over the whole heartbeat period, and later ones stay spread."""
+    thousands of writes and watch events. Delaying the first heartbeat by ``phase`` spreads
+    them over the whole heartbeat period, and later ones stay spread."""
     return zlib.crc32(key.encode()) / 2**32 * heartbeat_s
 
 
