@@ -230,9 +230,11 @@ class Evaluator:
                     stats.writes += 1
                     entry.status = new
                     # The first heartbeat waits the SLO's phase longer: heartbeats spread out
-                    # (at most two heartbeat periods apart, well inside --stale-after).
+                    # (at most two heartbeat periods apart, well inside --stale-after). A
+                    # heartbeat as short as the interval is every tick anyway: no phase.
                     first = entry.last_write == -math.inf
-                    phase = heartbeat_phase(f"{entry.namespace}/{entry.name}", heartbeat_s)
+                    spread = max(heartbeat_s - entry.interval_s, 0.0)
+                    phase = heartbeat_phase(f"{entry.namespace}/{entry.name}", spread)
                     entry.last_write = now + phase if first else now
                     for event in transitions(old, new):
                         await self.sink.post_event(entry.ref, event)
