@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Go binaries the local control plane needs (etcd, kube-apiserver, kubectl, helm)
+# Builds the Go binaries the local control plane needs (etcd, kube-apiserver,
+# kube-controller-manager, kubectl, helm)
 # into a versioned cache outside the repository, so only the first run pays for the build.
 # Usage: tools/build.sh            -> prints the bin directory on stdout
 set -euo pipefail
@@ -27,7 +28,7 @@ if [ ! -x "$bin/etcd" ]; then
   (cd "$here/etcd" && go build -trimpath -ldflags="-s -w" -o "$bin/etcd.tmp" go.etcd.io/etcd/server/v3) \
     && mv "$bin/etcd.tmp" "$bin/etcd"
 fi
-for cmd in kube-apiserver kubectl; do
+for cmd in kube-apiserver kube-controller-manager kubectl; do
   if [ ! -x "$bin/$cmd" ]; then
     echo "building $cmd $K8S_VERSION (one-time, 10-20 min on 2 cores)..." >&2
     build_k8s "$cmd"

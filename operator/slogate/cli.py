@@ -104,12 +104,41 @@ def add_prometheus_flags(p: argparse.ArgumentParser) -> None:
         help="extra header on every query, e.g. X-Scope-OrgID=team-a (repeatable)",
     )
     g.add_argument(
+        "--prometheus-allowed-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an SLO's spec.prometheus.url the controller may query, without the credentials "
+        "and headers above (repeatable; ending in / allows every path below it); an SLO naming "
+        "any other URL is Ready=False, and no other SLO is affected",
+    )
+    g.add_argument(
         "--prometheus-trusted-url",
         action="append",
         default=[],
         metavar="URL",
-        help="an SLO's spec.prometheus.url that may receive the credentials and "
-        "headers above (repeatable); other SLO URLs are queried without them",
+        help="an SLO's spec.prometheus.url that may be queried with the credentials and "
+        "headers above (repeatable)",
+    )
+    g.add_argument(
+        "--prometheus-tenant-header",
+        default=None,
+        metavar="NAME",
+        help="send each SLO's namespace in this header, e.g. X-Scope-OrgID for Mimir/Cortex "
+        "tenants",
+    )
+    g.add_argument(
+        "--prometheus-max-response-bytes",
+        type=int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="a larger answer fails its SLOs (default 8 MiB)",
+    )
+    g.add_argument(
+        "--prometheus-max-clients",
+        type=int,
+        default=32,
+        help="per-SLO backends kept open at once, least recently used closed first",
     )
 
 
@@ -144,6 +173,21 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=50, help="SLOs per Prometheus request")
     p.add_argument(
+        "--evaluation-deadline",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="an evaluation unit (one namespace on one backend) still busy after this fails "
+        "its SLOs with EvaluationTimeout and is retried (default 120)",
+    )
+    p.add_argument(
+        "--liveness-after",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="/healthz fails when the evaluation loop has not gone round for this long",
+    )
+    p.add_argument(
         "--peering",
         default=None,
         metavar="NAME",
@@ -163,6 +207,47 @@ def add_webhook_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tls-key-file", required=True)
     p.add_argument("--port", type=int, default=8443, help="HTTPS port for AdmissionReviews")
+    p.add_argument(
+        "--client-ca-file",
+        default=None,
+        metavar="PATH",
+        help="require a client certificate signed by this CA (the API server's; see "
+        "docs/webhook.md), re-read when the file changes; default: no client certificate",
+    )
+    p.add_argument(
+        "--max-review-bytes",
+        type=int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest AdmissionReview body accepted (default 8 MiB: an UPDATE carries two "
+        "objects of up to 3 MiB); larger ones get 413 and the failurePolicy applies",
+    )
+    p.add_argument(
+        "--watch-grace-seconds",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="/readyz turns 503 when a watch of the index has been down this long (default 30)",
+    )
+    p.add_argument(
+        "--call-deadline",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="API calls of one review (rollback check, SubjectAccessReviews, recording an "
+        "override) finish within this, below the webhook's timeoutSeconds; past it a refusal "
+        "stands (default 2)",
+    )
+    p.add_argument(
+        "--cluster-controller",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="one of the cluster's own controllers, whose ReplicaSet and SLO changes are never "
+        "judged (repeatable; default: the Deployment controller, the namespace controller and "
+        "the garbage collector, as service accounts, and system:kube-controller-manager); must "
+        "match the webhook configuration's matchConditions",
+    )
 
 
 def prometheus_config(args: argparse.Namespace) -> PrometheusConfig:
@@ -183,6 +268,7 @@ def prometheus_config(args: argparse.Namespace) -> PrometheusConfig:
         ca_file=args.prometheus_ca_file,
         insecure_skip_verify=args.prometheus_insecure_skip_verify,
         headers=headers,
+        max_response_bytes=args.prometheus_max_response_bytes,
     )
 
 
@@ -195,6 +281,8 @@ def controller_options(args: argparse.Namespace) -> Any:
         evaluator=EvaluatorSettings(
             heartbeat_s=args.heartbeat,
             batch_size=args.batch_size,
+            unit_deadline_s=args.evaluation_deadline,
+            tenant_header=args.prometheus_tenant_header,
         ),
         namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port,
@@ -203,12 +291,16 @@ def controller_options(args: argparse.Namespace) -> Any:
         priority=args.priority,
         log_format=args.log_format,
         kubeconfig=args.kubeconfig,
+        allowed_urls=tuple(args.prometheus_allowed_url),
         trusted_urls=tuple(args.prometheus_trusted_url),
+        max_clients=args.prometheus_max_clients,
         stale_after_s=args.stale_after,
+        liveness_after_s=args.liveness_after,
     )
 
 
 def webhook_options(args: argparse.Namespace) -> Any:
+    from slogate.core.webhookconfig import CLUSTER_CONTROLLERS
     from slogate.webhook.app import WebhookOptions
 
     return WebhookOptions(
@@ -220,6 +312,11 @@ def webhook_options(args: argparse.Namespace) -> Any:
         namespaces=tuple(args.namespace),
         kubeconfig=args.kubeconfig,
         log_format=args.log_format,
+        client_ca_file=args.client_ca_file,
+        max_review_bytes=args.max_review_bytes,
+        watch_grace_s=args.watch_grace_seconds,
+        call_deadline_s=args.call_deadline,
+        cluster_controllers=tuple(args.cluster_controller) or CLUSTER_CONTROLLERS,
     )
 
 
@@ -236,7 +333,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from slogate.controller.app import Controller, configure_logging
-    from slogate.webhook.app import Webhook, run_both
+    from slogate.run import run_both
+    from slogate.webhook.app import Webhook
 
     configure_logging(args.log_format)
     controller = Controller(dataclasses.replace(controller_options(args), metrics_port=0))
@@ -245,6 +343,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:
+    # No kopf in this role (slogate.webhook imports none): its own server and informers.
     from slogate.webhook.app import Webhook
 
     Webhook(webhook_options(args)).run()

@@ -13,9 +13,8 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from slogate.core.admission import Change, GateRef, Review, review
-from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView, judge_gate
-from slogate.core.releasegate import GateSpec
+from slogate.core.admission import Change, GateRef, Review, gate_ref, review
+from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView
 from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
 from slogate.core.slo.message import format_burn
 
@@ -49,10 +48,9 @@ def _gates(api: k8s.ApiClient, namespace: str) -> list[GateRef]:
         custom.list_namespaced_custom_object(GROUP, VERSION, namespace, GATE_KIND.plural)
     ):
         try:
-            spec = GateSpec.model_validate(item.get("spec") or {})
+            refs.append(gate_ref(item))
         except ValidationError:
             continue
-        refs.append(GateRef(namespace, item["metadata"]["name"], spec))
     return refs
 
 
@@ -82,7 +80,7 @@ def check(
         gate = next((g for g in _gates(api, namespace) if g.name == name), None)
         if gate is None:
             return CheckResult(EXIT_WARN, "UNKNOWN", (f"no ReleaseGate {namespace}/{name}",))
-        verdict = judge_gate(gate.spec, namespace, slos, now, stale_after_s)
+        verdict = gate.judge(slos, now, stale_after_s)
         code = {"ALLOW": EXIT_ALLOW, "WARN": EXIT_WARN, "BLOCK": EXIT_BLOCK}[verdict.decision]
         return CheckResult(code, verdict.decision, verdict.reasons)
     if kind not in ("deployment", "deployments", "deploy"):

@@ -119,10 +119,6 @@ class CoalescedEvents:
         _, _, n = self._pending.get(key, (ref, event, 0))
         self._pending[key] = (ref, event, n + 1)
 
-    @property
-    def pending(self) -> int:
-        return sum(n for _, _, n in self._pending.values())
-
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
         for key, (ref, event, n) in pending.items():

@@ -194,11 +194,28 @@ controller_active = Gauge(
 )
 evaluation_duration = Histogram(
     "slogate_evaluation_duration_seconds",
-    "Wall time of one evaluation tick.",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    "Wall time of one evaluation unit (the SLOs of one namespace on one backend, or one SLO "
+    "that runs alone).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
     registry=REGISTRY,
 )
 evaluated_slos = Counter("slogate_evaluations_total", "SLO evaluations.", registry=REGISTRY)
+evaluation_failures = Counter(
+    "slogate_evaluation_failures_total",
+    "SLO evaluations that ended Ready=False, by the condition's reason.",
+    ("reason",),
+    registry=REGISTRY,
+)
+evaluation_overruns = Counter(
+    "slogate_evaluation_overruns_total",
+    "Evaluation units that finished after their SLOs were due again (a slow backend).",
+    registry=REGISTRY,
+)
+evaluation_units = Gauge(
+    "slogate_evaluation_units_running",
+    "Evaluation units in flight.",
+    registry=REGISTRY,
+)
 status_writes = Counter(
     "slogate_status_writes_total",
     "Status patches sent to the API server.",

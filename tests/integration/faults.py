@@ -79,7 +79,12 @@ def cpu_seconds(pid: int) -> float:
 def log_problems(proc: Process) -> list[str]:
     """Lines of a slogate process log that show a crash or an unexpected exception."""
     text = proc.log_path.read_text(errors="replace")
-    markers = ("Traceback (most recent call last)", "evaluation tick failed", "admission failed")
+    markers = (
+        "Traceback (most recent call last)",
+        "evaluation round failed",
+        "evaluating its SLOs one by one",
+        "admission failed",
+    )
     return [line for line in text.splitlines() if any(m in line for m in markers)]
 
 
@@ -109,7 +114,8 @@ class TcpProxy:
 
     ``drop()`` aborts every open connection with a TCP reset (a dropped watch, a load balancer
     restarting) while still accepting new ones; ``refuse()`` stops listening, ``accept()`` listens
-    again on the same port.
+    again on the same port; ``stall()`` holds every byte in both directions (an API server that
+    accepts but does not answer) until ``flow()``.
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
@@ -121,12 +127,15 @@ class TcpProxy:
         self._threads: list[threading.Thread] = []
         self.accepted = 0
         self.dropped = 0
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def __enter__(self) -> TcpProxy:
         self.accept()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.flow()
         self.refuse()
         self.drop()
         for t in self._threads:
@@ -174,6 +183,12 @@ class TcpProxy:
         self.dropped += len(conns)
         return len(conns)
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        self._flowing.set()
+
     @property
     def open_connections(self) -> int:
         with self._lock:
@@ -204,6 +219,8 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                while not self._flowing.wait(0.5):
+                    pass
                 dst.sendall(data)
         except OSError:
             pass
@@ -496,3 +513,53 @@ def remove_objects(cp: ControlPlane, namespace: str) -> None:
                 "-p",
                 '{"metadata": {"finalizers": null}}',
             )
+
+
+# --- RBAC as the chart ships it ------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+CHART_TEMPLATES = REPO / "charts" / "slogate" / "templates"
+RBAC = "rbac.authorization.k8s.io/v1"
+
+
+def _chart_cluster_roles(template: str) -> list[dict[str, Any]]:
+    """The ClusterRoles of a chart template as shipped (template lines dropped; the names are
+    the ones the template gives after ``{{ include ... }}`` is stripped)."""
+    lines = (CHART_TEMPLATES / template).read_text().splitlines()
+    text = "\n".join(line for line in lines if "{{" not in line and "}}" not in line)
+    return [d for d in yaml.safe_load_all(text) if d and d.get("kind") == "ClusterRole"]
+
+
+def chart_webhook_rules() -> list[dict[str, Any]]:
+    """The webhook ClusterRole's rules exactly as the chart ships them."""
+    rules: list[dict[str, Any]] = _chart_cluster_roles("rbac-webhook.yaml")[0]["rules"]
+    assert any("subjectaccessreviews" in r["resources"] for r in rules)
+    return rules
+
+
+def chart_user_roles(prefix: str) -> list[dict[str, Any]]:
+    """The ClusterRoles the chart aggregates into view/edit/admin, and the overrider role, named
+    ``prefix-<n>`` (the chart's names are templated); their labels aggregate them as shipped."""
+    roles = []
+    for i, role in enumerate(_chart_cluster_roles("rbac-users.yaml")):
+        meta = role.get("metadata") or {}
+        labels = {k: v for k, v in (meta.get("labels") or {}).items() if "aggregate" in k}
+        roles.append({**role, "metadata": {"name": f"{prefix}-{i}", "labels": labels}})
+    return roles
+
+
+def binding(kind: str, name: str, ns: str | None, role_kind: str, role: str, subjects: Any):  # type: ignore[no-untyped-def]
+    meta: dict[str, Any] = {"name": name}
+    if ns:
+        meta["namespace"] = ns
+    return {
+        "apiVersion": RBAC,
+        "kind": kind,
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        "subjects": subjects,
+    }
+
+
+def user(name: str) -> dict[str, str]:
+    return {"kind": "User", "name": name, "apiGroup": "rbac.authorization.k8s.io"}

@@ -35,6 +35,8 @@ MODULES = (
     "test_reliability_webhook",
     "test_reliability_input",
     "test_reliability_security",
+    "test_reliability_tenancy",
+    "test_reliability_gate",
 )
 AREAS = {
     "test_reliability_prometheus": "Prometheus",
@@ -42,6 +44,8 @@ AREAS = {
     "test_reliability_webhook": "Webhook",
     "test_reliability_input": "Bad input",
     "test_reliability_security": "Security",
+    "test_reliability_tenancy": "Tenancy",
+    "test_reliability_gate": "Gate holds",
 }
 ROW_ATTR = "reliability_row"  # set by tests.integration.faults.matrix_row
 PARAM_ATTR = "reliability_row_param"  # set by tests.integration.faults.matrix_rows_from

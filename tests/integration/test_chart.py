@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,17 +46,40 @@ KUBE_VERSION = "v1.33.13"
 RELEASE = "slogate"
 
 CERT_MANAGER: dict[str, Any] = {"webhook": {"certificates": {"source": "cert-manager"}}}
+PROMETHEUS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
 EVERYTHING_ON: dict[str, Any] = {
-    "webhook": {"certificates": {"source": "cert-manager"}},
+    "webhook": {
+        "certificates": {"source": "cert-manager"},
+        "clientCA": {"existingConfigMap": "apiserver-webhook-client-ca"},
+        "networkPolicy": {
+            "enabled": True,
+            "apiServerCidrs": ["10.0.0.10/32", "fd00::/64"],
+            "metricsFrom": [PROMETHEUS_PEER],
+        },
+    },
     "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
     "grafanaDashboard": {"enabled": True},
     "prometheus": {
         "bearerToken": {"existingSecret": "prometheus-token"},
         "ca": {"existingConfigMap": "prometheus-ca"},
         "headers": {"X-Scope-OrgID": "team-a"},
+        "allowedUrls": ["http://prometheus.team-b:9090", "http://mimir-query-frontend.mimir:8080/"],
         "trustedUrls": ["http://thanos-query.monitoring:9090"],
+        "tenantHeader": "X-Scope-OrgID",
     },
 }
+STRICT_VALUES = CHART / "values-strict.yaml"
+# What values-strict.yaml leaves to the user: the API server's addresses and its client CA.
+STRICT_SETS = (
+    "--set",
+    "webhook.networkPolicy.apiServerCidrs={10.0.0.10/32}",
+    "--set",
+    "webhook.clientCA.existingConfigMap=apiserver-webhook-client-ca",
+)
+STRICT = ("-f", str(STRICT_VALUES), *STRICT_SETS)
 
 # --- helm ------------------------------------------------------------------------------------
 
@@ -86,7 +110,12 @@ def _values_file(values: dict[str, Any]) -> str:
     return str(path)
 
 
-def template_text(values: dict[str, Any] | None = None, namespace: str = "slogate-system") -> str:
+def template_text(
+    values: dict[str, Any] | None = None,
+    namespace: str = "slogate-system",
+    extra: tuple[str, ...] = (),
+) -> str:
+    """``helm template``; ``extra`` comes before ``values``, e.g. ``-f values-strict.yaml``."""
     result = helm(
         "template",
         RELEASE,
@@ -95,6 +124,7 @@ def template_text(values: dict[str, Any] | None = None, namespace: str = "slogat
         namespace,
         "--kube-version",
         KUBE_VERSION,
+        *extra,
         "-f",
         _values_file(values or {}),
     )
@@ -103,15 +133,37 @@ def template_text(values: dict[str, Any] | None = None, namespace: str = "slogat
 
 
 @functools.cache
-def _render_cached(values_json: str, namespace: str) -> tuple[dict[str, Any], ...]:
-    text = template_text(json.loads(values_json), namespace)
+def _render_cached(
+    values_json: str, namespace: str, extra: tuple[str, ...]
+) -> tuple[dict[str, Any], ...]:
+    text = template_text(json.loads(values_json), namespace, extra)
     return tuple(d for d in yaml.safe_load_all(text) if d)
 
 
-def render(values: dict[str, Any] | None = None, namespace: str = "slogate-system") -> list[Any]:
+def render(
+    values: dict[str, Any] | None = None,
+    namespace: str = "slogate-system",
+    extra: tuple[str, ...] = (),
+) -> list[Any]:
     """Rendered documents; copies, so a test may not change what another one sees."""
-    docs = _render_cached(json.dumps(values or {}, sort_keys=True), namespace)
+    docs = _render_cached(json.dumps(values or {}, sort_keys=True), namespace, extra)
     return json.loads(json.dumps(docs))  # type: ignore[no-any-return]
+
+
+def refused(values: dict[str, Any], *extra: str) -> str:
+    """``helm template`` that must fail: its error output."""
+    result = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        *extra,
+        "-f",
+        _values_file(values),
+    )
+    assert result.returncode != 0, "rendered, but should have been refused"
+    return result.stderr
 
 
 def only(docs: list[Any], kind: str, name: str | None = None) -> Any:
@@ -222,13 +274,26 @@ def test_chart_readme_documents_every_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "values",
-    [{}, CERT_MANAGER, EVERYTHING_ON, {"watchNamespaces": ["shop", "payments"]}],
-    ids=["default", "cert-manager", "everything-on", "namespaced"],
+    ("values", "extra"),
+    [
+        ({}, ()),
+        (CERT_MANAGER, ()),
+        (EVERYTHING_ON, ()),
+        ({"watchNamespaces": ["shop", "payments"]}, ()),
+        ({}, STRICT),
+    ],
+    ids=["default", "cert-manager", "everything-on", "namespaced", "strict"],
 )
-def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
+def test_helm_lint_is_clean(values: dict[str, Any], extra: tuple[str, ...]) -> None:
     result = helm(
-        "lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, "-f", _values_file(values)
+        "lint",
+        str(CHART),
+        "--strict",
+        "--kube-version",
+        KUBE_VERSION,
+        *extra,
+        "-f",
+        _values_file(values),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
@@ -246,6 +311,29 @@ def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
         ({"prometheus": {"url": "prometheus:9090"}}, "/prometheus/url"),
         ({"prometheus": {"url": "http://admin:secret@prometheus:9090"}}, "/prometheus/url"),
         ({"logFormat": "xml"}, "/logFormat"),
+        ({"prometheus": {"allowedUrls": ["prom.team-b:9090"]}}, "/prometheus/allowedUrls/0"),
+        (
+            {"prometheus": {"allowedUrls": ["http://u:p@prom.team-b:9090"]}},
+            "/prometheus/allowedUrls/0",
+        ),
+        ({"prometheus": {"trustedUrls": ["http://thanos/?x=1"]}}, "/prometheus/trustedUrls/0"),
+        ({"prometheus": {"tenantHeader": "X Scope"}}, "/prometheus/tenantHeader"),
+        ({"prometheus": {"maxResponseBytes": 100}}, "/prometheus/maxResponseBytes"),
+        ({"prometheus": {"maxClients": 0}}, "/prometheus/maxClients"),
+        ({"controller": {"evaluationDeadlineSeconds": 0}}, "/controller/evaluationDeadlineSeconds"),
+        ({"webhook": {"callDeadlineSeconds": 0}}, "/webhook/callDeadlineSeconds"),
+        ({"webhook": {"maxReviewBytes": 1024}}, "/webhook/maxReviewBytes"),
+        # An empty list cannot mean "nobody": the webhook would fall back to its defaults.
+        ({"webhook": {"clusterControllers": []}}, "/webhook/clusterControllers"),
+        ({"webhook": {"clientCA": {"configMap": "ca"}}}, "configMap"),
+        (
+            {"webhook": {"networkPolicy": {"apiServerCidrs": ["10.0.0.10"]}}},
+            "/webhook/networkPolicy/apiServerCidrs/0",
+        ),
+        (
+            {"webhook": {"networkPolicy": {"metricsFrom": [{"pods": {}}]}}},
+            "/webhook/networkPolicy/metricsFrom/0",
+        ),
     ],
     ids=[
         "timeout-10",
@@ -256,15 +344,25 @@ def test_helm_lint_is_clean(values: dict[str, Any]) -> None:
         "url-without-scheme",
         "url-with-password",
         "log-format",
+        "allowed-url-without-scheme",
+        "allowed-url-with-password",
+        "trusted-url-with-query",
+        "tenant-header-not-a-token",
+        "max-response-bytes-tiny",
+        "max-clients-0",
+        "evaluation-deadline-0",
+        "call-deadline-0",
+        "max-review-bytes-tiny",
+        "no-cluster-controllers",
+        "client-ca-typo",
+        "cidr-without-prefix",
+        "metrics-peer-unknown-key",
     ],
 )
 def test_values_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -> None:
-    result = helm(
-        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f", _values_file(values)
-    )
-    assert result.returncode != 0
-    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
-    assert complaint in result.stderr, result.stderr
+    stderr = refused(values)
+    assert "values don't meet the specifications of the schema" in stderr, stderr
+    assert complaint in stderr, stderr
 
 
 @pytest.mark.parametrize(
@@ -284,17 +382,45 @@ def test_values_schema_refuses_bad_values(values: dict[str, Any], complaint: str
             {"prometheus": {"ca": {"existingSecret": "a", "existingConfigMap": "b"}}},
             "not both",
         ),
+        (
+            {"webhook": {"timeoutSeconds": 2}},  # the default deadline, 2, is not below it
+            "webhook.callDeadlineSeconds (2) must be below webhook.timeoutSeconds (2)",
+        ),
+        (
+            {"webhook": {"callDeadlineSeconds": 2.5, "timeoutSeconds": 2}},
+            "Lower callDeadlineSeconds, e.g. to 1.",
+        ),
+        (
+            {"webhook": {"clientCA": {"existingSecret": "a", "existingConfigMap": "b"}}},
+            "webhook.clientCA: set existingSecret or existingConfigMap, not both",
+        ),
+        (
+            {"webhook": {"clientCA": {"required": True}}},
+            "set webhook.clientCA.existingConfigMap",
+        ),
+        (
+            {"webhook": {"networkPolicy": {"enabled": True}}},
+            "webhook.networkPolicy.apiServerCidrs is empty: list the CIDRs",
+        ),
     ],
-    ids=["bearer-and-basic", "basic-without-password", "ca-twice"],
+    ids=[
+        "bearer-and-basic",
+        "basic-without-password",
+        "ca-twice",
+        "call-deadline-at-timeout",
+        "call-deadline-past-timeout",
+        "client-ca-twice",
+        "client-ca-required",
+        "network-policy-without-cidrs",
+    ],
 )
-def test_conflicting_prometheus_auth_fails_with_a_clear_message(
+def test_conflicting_values_fail_with_a_clear_message(
     values: dict[str, Any], complaint: str
 ) -> None:
-    result = helm(
-        "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "-f", _values_file(values)
-    )
-    assert result.returncode != 0
-    assert complaint in result.stderr, result.stderr
+    stderr = refused(values)
+    # The chart's own words (`fail`), not a schema error: the schema cannot compare fields.
+    assert "values don't meet the specifications of the schema" not in stderr, stderr
+    assert complaint in stderr, stderr
 
 
 # --- the real API server -----------------------------------------------------------------------
@@ -363,15 +489,21 @@ def chart_cluster(control_plane: ControlPlane) -> ControlPlane:
 
 
 @pytest.mark.parametrize(
-    "values",
-    [{}, CERT_MANAGER, EVERYTHING_ON, {"watchNamespaces": ["default", "kube-public"]}],
-    ids=["default", "cert-manager", "everything-on", "namespaced"],
+    ("values", "extra"),
+    [
+        ({}, ()),
+        (CERT_MANAGER, ()),
+        (EVERYTHING_ON, ()),
+        ({"watchNamespaces": ["default", "kube-public"]}, ()),
+        ({}, STRICT),
+    ],
+    ids=["default", "cert-manager", "everything-on", "namespaced", "strict"],
 )
 def test_rendered_chart_passes_server_side_dry_run(
-    chart_cluster: ControlPlane, values: dict[str, Any]
+    chart_cluster: ControlPlane, values: dict[str, Any], extra: tuple[str, ...]
 ) -> None:
     ns = fresh_namespace(chart_cluster, "chart")
-    text = template_text(values, ns)
+    text = template_text(values, ns, extra)
     result = chart_cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text)
     assert result.returncode == 0, result.stderr
     kinds = {line.split("/")[0] for line in result.stdout.splitlines()}
@@ -391,6 +523,8 @@ def test_rendered_chart_passes_server_side_dry_run(
         expected.add("secret")
     if values is EVERYTHING_ON:
         expected |= {"servicemonitor.monitoring.coreos.com", "configmap"}
+    if values is EVERYTHING_ON or extra is STRICT:
+        expected.add("networkpolicy.networking.k8s.io")
     assert expected <= kinds, result.stdout
 
 
@@ -420,10 +554,16 @@ def test_upgrade_keeps_the_chart_generated_certificate(chart_cluster: ControlPla
     docs = [d for d in yaml.safe_load_all(manifest.split("MANIFEST:", 1)[1]) if d]
     again = only(docs, "Secret")
     assert again["data"] == first["data"]
-    webhook = only(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
-    assert webhook["clientConfig"]["caBundle"] == first["data"]["ca.crt"]
+    for webhook in only(docs, "ValidatingWebhookConfiguration")["webhooks"]:
+        assert webhook["clientConfig"]["caBundle"] == first["data"]["ca.crt"]
     # NOTES.txt renders and tells the user what to do next.
-    for hint in ("kubectl get slo", "kubectl get gate", "--clusterrole=slogate-overrider"):
+    hints = (
+        "kubectl get slo",
+        "kubectl get gate",
+        "--clusterrole=slogate-overrider",
+        "security.md",
+    )
+    for hint in hints:
         assert hint in notes, notes
 
 
@@ -456,14 +596,13 @@ CONTROLLER_RULES = _rules(
     ("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]),
     ("", ["namespaces"], ["get", "list", "watch"]),
 )
+# No CustomResourceDefinitions or Namespaces: only kopf needed those, and the webhook runs none.
 WEBHOOK_RULES = _rules(
     ("slogate.dev", SLO_GATE, ["get", "list", "watch"]),
     ("slogate.dev", ["releasegates/status"], ["get", "patch"]),
-    ("apps", ["replicasets"], ["get", "list", "watch"]),
+    ("apps", ["deployments", "replicasets"], ["get", "list", "watch"]),
     ("authorization.k8s.io", ["subjectaccessreviews"], ["create"]),
     ("", ["events"], ["create", "patch"]),
-    ("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]),
-    ("", ["namespaces"], ["get", "list", "watch"]),
 )
 
 
@@ -698,6 +837,207 @@ def test_webhook_is_highly_available_and_ready_only_with_its_indexes() -> None:
         assert flag_values(args_of(workload), "--stale-after") == ["600"]
 
 
+DEPLOYMENT_CONTROLLERS = [
+    "system:serviceaccount:kube-system:deployment-controller",
+    "system:serviceaccount:kube-system:namespace-controller",
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+    "system:kube-controller-manager",
+]
+CUSTOM_LIMITS: dict[str, Any] = {
+    "prometheus": {
+        "allowedUrls": ["http://prometheus.team-b:9090", "http://mimir.mimir:8080/prometheus/"],
+        "tenantHeader": "X-Scope-OrgID",
+        "maxResponseBytes": 16777216,
+        "maxClients": 64,
+    },
+    "controller": {"evaluationDeadlineSeconds": 45, "livenessAfterSeconds": 300},
+    "webhook": {
+        "timeoutSeconds": 2,
+        "callDeadlineSeconds": 1.5,
+        "maxReviewBytes": 4194304,
+        "watchGraceSeconds": 10,
+        "clusterControllers": ["system:serviceaccount:kube-system:deployment-controller"],
+    },
+}
+
+
+def test_tenancy_and_admission_limits_reach_the_container_args() -> None:
+    docs = render()
+    controller, webhook = args_of(controller_of(docs)), args_of(webhook_of(docs))
+    # Written out even at their defaults (int64 in the template: Helm's float64 would print
+    # 8388608 as 8.388608e+06), so the pod spec says what runs.
+    assert flag_values(controller, "--prometheus-max-response-bytes") == ["8388608"]
+    assert flag_values(controller, "--prometheus-max-clients") == ["32"]
+    assert flag_values(controller, "--evaluation-deadline") == ["120"]
+    assert flag_values(controller, "--liveness-after") == ["120"]
+    assert "--prometheus-allowed-url" not in controller
+    assert "--prometheus-tenant-header" not in controller
+    assert flag_values(webhook, "--call-deadline") == ["2"]
+    assert flag_values(webhook, "--max-review-bytes") == ["8388608"]
+    assert flag_values(webhook, "--watch-grace-seconds") == ["30"]
+    assert flag_values(webhook, "--cluster-controller") == DEPLOYMENT_CONTROLLERS
+    assert "--client-ca-file" not in webhook
+
+    docs = render(CUSTOM_LIMITS)
+    controller, webhook = args_of(controller_of(docs)), args_of(webhook_of(docs))
+    assert flag_values(controller, "--prometheus-allowed-url") == [
+        "http://prometheus.team-b:9090",
+        "http://mimir.mimir:8080/prometheus/",
+    ]
+    assert flag_values(controller, "--prometheus-tenant-header") == ["X-Scope-OrgID"]
+    assert flag_values(controller, "--prometheus-max-response-bytes") == ["16777216"]
+    assert flag_values(controller, "--prometheus-max-clients") == ["64"]
+    assert flag_values(controller, "--evaluation-deadline") == ["45"]
+    assert flag_values(controller, "--liveness-after") == ["300"]
+    assert flag_values(webhook, "--call-deadline") == ["1.5"]
+    assert flag_values(webhook, "--max-review-bytes") == ["4194304"]
+    assert flag_values(webhook, "--watch-grace-seconds") == ["10"]
+    assert flag_values(webhook, "--cluster-controller") == DEPLOYMENT_CONTROLLERS[:1]
+    hooks = only(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert {h["timeoutSeconds"] for h in hooks} == {2}
+
+
+@pytest.mark.parametrize(
+    ("values", "extra"),
+    [({}, ()), (EVERYTHING_ON, ()), (CUSTOM_LIMITS, ()), ({}, STRICT)],
+    ids=["default", "everything-on", "custom-limits", "strict"],
+)
+def test_the_command_line_takes_what_the_chart_passes(
+    values: dict[str, Any], extra: tuple[str, ...]
+) -> None:
+    """The chart's arguments through slogate's own parser into the options each role runs
+    with: a renamed flag or a value the CLI reads differently fails here, not in a pod."""
+    from slogate import cli
+
+    docs = render(values, extra=extra)
+    parser = cli.build_parser()
+    controller = cli.controller_options(parser.parse_args(args_of(controller_of(docs))))
+    webhook = cli.webhook_options(parser.parse_args(args_of(webhook_of(docs))))
+    prometheus = {**values.get("prometheus", {})}
+    limits = {**values.get("controller", {})}
+    admission = {**values.get("webhook", {})}
+    assert controller.allowed_urls == tuple(prometheus.get("allowedUrls", ()))
+    assert controller.trusted_urls == tuple(prometheus.get("trustedUrls", ()))
+    assert controller.evaluator.tenant_header == (prometheus.get("tenantHeader") or None)
+    assert controller.prometheus.max_response_bytes == prometheus.get("maxResponseBytes", 8388608)
+    assert controller.max_clients == prometheus.get("maxClients", 32)
+    assert controller.evaluator.unit_deadline_s == limits.get("evaluationDeadlineSeconds", 120)
+    assert controller.liveness_after_s == limits.get("livenessAfterSeconds", 120)
+    assert webhook.call_deadline_s == admission.get("callDeadlineSeconds", 2)
+    assert webhook.max_review_bytes == admission.get("maxReviewBytes", 8388608)
+    assert webhook.watch_grace_s == admission.get("watchGraceSeconds", 30)
+    assert list(webhook.cluster_controllers) == admission.get(
+        "clusterControllers", DEPLOYMENT_CONTROLLERS
+    )
+    with_ca = values is EVERYTHING_ON or extra is STRICT
+    assert webhook.client_ca_file == ("/etc/slogate/client-ca/ca.crt" if with_ca else None)
+
+
+@pytest.mark.parametrize("source", ["existingConfigMap", "existingSecret"])
+def test_client_ca_is_mounted_read_only_and_passed_to_the_webhook(source: str) -> None:
+    dep = webhook_of(render({"webhook": {"clientCA": {source: "apiserver-ca", "key": "ca.pem"}}}))
+    (path,) = flag_values(args_of(dep), "--client-ca-file")
+    mount = next(m for m in container(dep)["volumeMounts"] if m["name"] == "client-ca")
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a subPath mount never sees an updated CA
+    assert path == f"{mount['mountPath']}/ca.pem"
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "client-ca")
+    items = [{"key": "ca.pem", "path": "ca.pem"}]
+    if source == "existingConfigMap":
+        assert volume["configMap"] == {"name": "apiserver-ca", "items": items}
+    else:
+        assert volume["secret"] == {"secretName": "apiserver-ca", "items": items}
+    default = webhook_of(render())
+    assert "--client-ca-file" not in args_of(default)
+    assert "client-ca" not in {v["name"] for v in default["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_network_policy_admits_only_the_api_server_to_the_admission_port() -> None:
+    assert not [d for d in render() if d["kind"] == "NetworkPolicy"]  # off by default
+    values: dict[str, Any] = {
+        "webhook": {
+            "containerPort": 10250,
+            "networkPolicy": {
+                "enabled": True,
+                "apiServerCidrs": ["10.0.0.10/32", "172.16.0.0/28"],
+                "metricsFrom": [PROMETHEUS_PEER],
+            },
+        }
+    }
+    docs = render(values)
+    spec = only(docs, "NetworkPolicy", "slogate-webhook")["spec"]
+    selector = spec["podSelector"]["matchLabels"]
+    webhook, controller = webhook_of(docs), controller_of(docs)
+    assert selector.items() <= webhook["spec"]["template"]["metadata"]["labels"].items()
+    assert not selector.items() <= controller["spec"]["template"]["metadata"]["labels"].items()
+    assert spec["policyTypes"] == ["Ingress"]  # the webhook's own calls stay unrestricted
+    admission, metrics = spec["ingress"]
+    # The pod's ports (policies see traffic after the Service), not the Service's 443.
+    assert admission == {
+        "from": [{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "172.16.0.0/28"}}],
+        "ports": [{"port": 10250, "protocol": "TCP"}],
+    }
+    assert metrics == {"from": [PROMETHEUS_PEER], "ports": [{"port": 8080, "protocol": "TCP"}]}
+    assert {p["containerPort"] for p in container(webhook)["ports"]} == {10250, 8080}
+    # Without metricsFrom no pod reaches port 8080 (kubelet's probes come from the node).
+    values["webhook"]["networkPolicy"]["metricsFrom"] = []
+    assert len(only(render(values), "NetworkPolicy")["spec"]["ingress"]) == 1
+
+
+def test_network_policy_is_stored_by_the_api_server_as_rendered(
+    chart_cluster: ControlPlane,
+) -> None:
+    ns = fresh_namespace(chart_cluster, "chart-netpol")
+    policy = only(render(EVERYTHING_ON, ns), "NetworkPolicy")
+    applied = chart_cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(policy))
+    assert applied.returncode == 0, applied.stderr
+    stored = chart_cluster.get_json("networkpolicy", "-n", ns, "slogate-webhook")
+    assert stored["spec"] == policy["spec"]
+
+
+# --- the strict profile -----------------------------------------------------------------------
+
+
+def test_strict_profile_renders_only_once_the_cluster_specific_values_are_given() -> None:
+    strict = ("-f", str(STRICT_VALUES))
+    for extra, complaint in [
+        (
+            ("--set", "webhook.clientCA.existingConfigMap=apiserver-webhook-client-ca"),
+            "holds 192.0.2.0/24, a documentation placeholder",
+        ),
+        (
+            ("--set", "webhook.networkPolicy.apiServerCidrs={10.0.0.10/32}"),
+            "webhook.clientCA.required is true",
+        ),
+    ]:
+        stderr = refused({}, *strict, *extra)
+        assert "values don't meet the specifications of the schema" not in stderr, stderr
+        assert complaint in stderr, stderr
+
+
+def test_strict_profile_fails_closed_and_answers_only_the_api_server() -> None:
+    docs = render(extra=STRICT)
+    hooks = only(docs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert [h["failurePolicy"] for h in hooks] == ["Fail"] * 3
+    webhook = webhook_of(docs)
+    assert webhook["spec"]["replicas"] == 3
+    pod = webhook["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert list(anti) == ["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == (
+        "kubernetes.io/hostname"
+    )
+    assert only(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    controller_pod = controller_of(docs)["spec"]["template"]["spec"]
+    assert controller_pod["priorityClassName"] == "system-cluster-critical"
+    policy = only(docs, "NetworkPolicy")["spec"]
+    assert policy["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
+    assert flag_values(args_of(webhook), "--client-ca-file") == ["/etc/slogate/client-ca/ca.crt"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "client-ca")
+    assert volume["configMap"]["name"] == "apiserver-webhook-client-ca"
+
+
 def test_services_route_to_their_pods() -> None:
     docs = render()
     for service in ("slogate-webhook", "slogate-controller"):
@@ -719,60 +1059,75 @@ def test_services_route_to_their_pods() -> None:
 # --- admission configuration and certificates -------------------------------------------------
 
 
+ROUTES = [
+    ("deployments.slogate.dev", "/validate-deployments", "apps", "v1", "deployments",
+     ["CREATE", "UPDATE"]),
+    ("servicelevelobjectives.slogate.dev", "/validate-servicelevelobjectives", "slogate.dev",
+     "v1alpha1", "servicelevelobjectives", ["CREATE", "UPDATE", "DELETE"]),
+    ("replicasets.slogate.dev", "/validate-replicasets", "apps", "v1", "replicasets",
+     ["CREATE", "UPDATE"]),
+]  # fmt: skip
+
+
 def test_webhook_configuration_is_the_contract() -> None:
     docs = render({"webhook": {"excludedNamespaces": ["legacy"]}}, namespace="ops")
     config = only(docs, "ValidatingWebhookConfiguration")
-    assert len(config["webhooks"]) == 1
-    hook = config["webhooks"][0]
-    assert hook["name"] == "deployments.slogate.dev"
-    service = hook["clientConfig"]["service"]
-    assert service == {
-        "namespace": "ops",
-        "name": "slogate-webhook",
-        "path": "/validate-deployments",
-        "port": 443,
-    }
-    assert hook["rules"] == [
-        {
-            "apiGroups": ["apps"],
-            "apiVersions": ["v1"],
-            "operations": ["CREATE", "UPDATE"],
-            "resources": ["deployments"],
-            "scope": "Namespaced",
-        }
-    ]
-    assert hook["admissionReviewVersions"] == ["v1"]
-    assert hook["sideEffects"] == "NoneOnDryRun"
-    assert hook["timeoutSeconds"] == 3
-    assert hook["failurePolicy"] == "Ignore"
-    assert hook["matchPolicy"] == "Equivalent"
-    assert hook["namespaceSelector"] == {
-        "matchExpressions": [
+    assert [h["name"] for h in config["webhooks"]] == [r[0] for r in ROUTES]
+    for hook, (name, path, group, version, resource, operations) in zip(
+        config["webhooks"], ROUTES, strict=True
+    ):
+        assert hook["clientConfig"]["service"] == {
+            "namespace": "ops",
+            "name": "slogate-webhook",
+            "path": path,
+            "port": 443,
+        }, name
+        assert hook["rules"] == [
             {
-                "key": "kubernetes.io/metadata.name",
-                "operator": "NotIn",
-                "values": ["kube-system", "legacy", "ops"],
+                "apiGroups": [group],
+                "apiVersions": [version],
+                "operations": operations,
+                "resources": [resource],
+                "scope": "Namespaced",
             }
-        ]
-    }
+        ], name
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["sideEffects"] == "NoneOnDryRun"
+        assert hook["timeoutSeconds"] == 3
+        assert hook["failurePolicy"] == "Ignore"
+        assert hook["matchPolicy"] == "Equivalent"
+        assert hook["namespaceSelector"] == {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn",
+                    "values": ["kube-system", "legacy", "ops"],
+                }
+            ]
+        }, name
     strict = only(
-        render({"webhook": {"failurePolicy": "Fail", "timeoutSeconds": 2}}),
+        render(
+            {"webhook": {"failurePolicy": "Fail", "timeoutSeconds": 2, "callDeadlineSeconds": 1.5}}
+        ),
         "ValidatingWebhookConfiguration",
-    )["webhooks"][0]
-    assert (strict["failurePolicy"], strict["timeoutSeconds"]) == ("Fail", 2)
+    )["webhooks"]
+    assert [(h["failurePolicy"], h["timeoutSeconds"]) for h in strict] == [("Fail", 2)] * 3
 
 
 def test_webhook_configuration_matches_the_local_environment_one() -> None:
-    # The local environment registers the webhook from slogate.core.webhookconfig; both must
-    # send the API server the same requests.
+    # The local environment registers the webhooks from slogate.core.webhookconfig; both must
+    # send the API server the same requests, each to the path its handler serves.
     webhookconfig = pytest.importorskip("slogate.core.webhookconfig")
-    ours = only(render(namespace="ops"), "ValidatingWebhookConfiguration")["webhooks"][0]
+    ours = only(render(namespace="ops"), "ValidatingWebhookConfiguration")["webhooks"]
     theirs = webhookconfig.validating_webhook_configuration({}, operator_namespace="ops")
-    theirs = theirs["webhooks"][0]
-    ours.pop("clientConfig")
-    theirs.pop("clientConfig")
-    assert ours == theirs
-    assert ours["name"] == webhookconfig.WEBHOOK_NAME
+    theirs = theirs["webhooks"]
+    assert len(ours) == len(theirs) == len(webhookconfig.ROUTES) == 3
+    for mine, its, route in zip(ours, theirs, webhookconfig.ROUTES, strict=True):
+        assert mine.pop("clientConfig")["service"]["path"] == route.path
+        its.pop("clientConfig")
+        assert mine == its
+        assert mine["name"] == route.name
+    assert ours[0]["name"] == webhookconfig.WEBHOOK_NAME
 
 
 def _load(pem_b64: str) -> x509.Certificate:
@@ -802,7 +1157,8 @@ def test_chart_generated_certificate_serves_the_webhook_service() -> None:
         )
     assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=3000)
     hook = only(docs, "ValidatingWebhookConfiguration")
-    assert hook["webhooks"][0]["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    for webhook in hook["webhooks"]:
+        assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     assert not hook["metadata"].get("annotations")
 
 
@@ -819,7 +1175,7 @@ def test_cert_manager_variant_issues_and_injects() -> None:
     assert hook["metadata"]["annotations"] == {
         "cert-manager.io/inject-ca-from": f"ops/{cert['metadata']['name']}"
     }
-    assert "caBundle" not in hook["webhooks"][0]["clientConfig"]
+    assert not [w for w in hook["webhooks"] if "caBundle" in w["clientConfig"]]
     own = render(
         {
             "webhook": {
@@ -1038,11 +1394,20 @@ class ChartInstall:
         return proc, metrics_port
 
     def webhook(self) -> tuple[Process, int]:
-        ca = CertificateAuthority("chart-test-webhook")
+        """The webhook with the chart's arguments: its serving pair from ``self.webhook_ca``,
+        and for the chart's client CA the one the API server's webhook client certificate
+        comes from."""
+        ca = self.webhook_ca = CertificateAuthority("chart-test-webhook")
         ca.serving("slogate-webhook").write(self.cp.dir / "tls.crt", self.cp.dir / "tls.key")
-        probe_port = free_port()
-        args = with_ports(args_of(webhook_of(self.docs)), port=free_port(), metrics_port=probe_port)
+        probe_port, self.admission_port = free_port(), free_port()
+        args = with_ports(
+            args_of(webhook_of(self.docs)), port=self.admission_port, metrics_port=probe_port
+        )
         args = [str(self.cp.dir / Path(a).name) if a.startswith("/certs/") else a for a in args]
+        args = [
+            str(self.cp.webhook_client_ca) if a.startswith("/etc/slogate/client-ca/") else a
+            for a in args
+        ]
         kubeconfig = service_account_kubeconfig(self.cp, "slogate-webhook")
         argv = [sys.executable, "-m", "slogate", *args, "--log-format", "plain"]
         proc = Process(
@@ -1101,7 +1466,13 @@ def test_service_accounts_may_do_what_the_chart_says_and_no_more(isolated: Contr
         ("slogate-webhook", "patch", "servicelevelobjectives.slogate.dev/status", "no"),
         ("slogate-webhook", "patch", "releasegates.slogate.dev", "no"),
         ("slogate-webhook", "get", "secrets", "no"),
-        ("slogate-webhook", "list", "deployments.apps", "no"),
+        ("slogate-webhook", "list", "deployments.apps", "yes"),
+        ("slogate-webhook", "watch", "deployments.apps", "yes"),
+        ("slogate-webhook", "watch", "replicasets.apps", "yes"),
+        ("slogate-webhook", "patch", "deployments.apps", "no"),
+        ("slogate-webhook", "create", "replicasets.apps", "no"),
+        ("slogate-webhook", "list", "namespaces", "no"),
+        ("slogate-webhook", "list", "customresourcedefinitions.apiextensions.k8s.io", "no"),
         ("slogate-webhook", "override", "releasegates.slogate.dev", "no"),
     ]:
         kind, _, subresource = resource.partition("/")
@@ -1111,6 +1482,48 @@ def test_service_accounts_may_do_what_the_chart_says_and_no_more(isolated: Contr
             f"--as=system:serviceaccount:{RBAC_NS}:{sa}",
         )  # fmt: skip
         assert asked.stdout.strip() == allowed, (sa, verb, resource, asked.stdout, asked.stderr)
+
+
+def test_default_roles_write_slos_but_never_gates_or_overrides(isolated: ControlPlane) -> None:
+    """What docs/security.md promises of Kubernetes' own roles once the chart's are aggregated
+    into them (by the real kube-controller-manager's aggregation controller)."""
+    ns = "roles-check"
+    ChartInstall(isolated, {}, ns)
+    for role in ("view", "edit", "admin"):
+        bound = isolated.kubectl(
+            "create", "rolebinding", f"team-{role}", "-n", ns, f"--clusterrole={role}",
+            f"--user=team-{role}",
+        )  # fmt: skip
+        assert bound.returncode == 0, bound.stderr
+
+    def can(user: str, verb: str, resource: str) -> str:
+        asked = isolated.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={user}")
+        return asked.stdout.strip()
+
+    deadline = time.monotonic() + 30
+    while can("team-edit", "create", "servicelevelobjectives.slogate.dev") != "yes":
+        assert time.monotonic() < deadline, "the chart's edit role was never aggregated into edit"
+        time.sleep(0.5)
+    for user, verb, resource, allowed in [
+        ("team-view", "list", "servicelevelobjectives.slogate.dev", "yes"),
+        ("team-view", "get", "releasegates.slogate.dev", "yes"),
+        ("team-view", "create", "servicelevelobjectives.slogate.dev", "no"),
+        ("team-edit", "delete", "servicelevelobjectives.slogate.dev", "yes"),
+        ("team-edit", "patch", "servicelevelobjectives.slogate.dev", "yes"),
+        ("team-admin", "create", "servicelevelobjectives.slogate.dev", "yes"),
+        # The gate decides who may deploy: nobody it holds back may change or delete it...
+        *[
+            (user, verb, "releasegates.slogate.dev", "no")
+            for user in ("team-edit", "team-admin")
+            for verb in ("create", "patch", "update", "delete")
+        ],
+        # ... or break the glass without being given the verb.
+        ("team-edit", "override", "releasegates.slogate.dev", "no"),
+        ("team-admin", "override", "releasegates.slogate.dev", "no"),
+        # edit may make ReplicaSets itself: the reason for the ReplicaSet webhook.
+        ("team-edit", "create", "replicasets.apps", "yes"),
+    ]:
+        assert can(user, verb, resource) == allowed, (user, verb, resource)
 
 
 def test_controller_and_webhook_work_under_the_charts_rbac(isolated: ControlPlane) -> None:
@@ -1155,4 +1568,72 @@ def test_namespaced_controller_works_under_the_charts_rbac(isolated: ControlPlan
         wait_until(install.slo_reported, proc, 15, "the SLO's status said Prometheus is down")
         install.assert_nothing_forbidden()
     finally:
+        install.stop()
+
+
+def _answer_without_a_client_certificate(port: int, server_ca: CertificateAuthority) -> str:
+    """What a pod gets that posts a review without a client certificate: the TLS error, or
+    "" if an HTTP answer came."""
+    ctx = ssl.create_default_context(cadata=server_ca.cert_pem.decode())
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(
+                b"POST /validate-deployments HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            reply = tls.recv(100)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
+        return str(getattr(exc, "reason", None) or exc)
+    return "" if reply.startswith(b"HTTP/") else "closed without an HTTP answer"
+
+
+def test_webhook_with_the_charts_client_ca_answers_the_api_server_only(
+    isolated: ControlPlane,
+) -> None:
+    """The chart's --client-ca-file, given the CA of the client certificate the local API
+    server presents to webhooks: a review the API server sends is answered, one from a client
+    without that certificate fails in the TLS handshake."""
+    from slogate.core.webhookconfig import validating_webhook_configuration
+    from slogate.localenv.objects import deployment
+
+    values = {"webhook": {"clientCA": {"existingConfigMap": "apiserver-webhook-client-ca"}}}
+    install = ChartInstall(isolated, values, "mtls")
+    config_name = f"slogate-chart-mtls-{uuid.uuid4().hex[:6]}"
+    try:
+        webhook, probe_port = install.webhook()
+        readyz = f"http://127.0.0.1:{probe_port}/readyz"
+        wait_until(lambda: http_status(readyz) == 200, webhook, 60, "the webhook's indexes loaded")
+        client = {
+            "url": f"https://127.0.0.1:{install.admission_port}",
+            "caBundle": base64.b64encode(install.webhook_ca.cert_pem).decode(),
+        }
+        config = validating_webhook_configuration(
+            client, operator_namespace=RBAC_NS, failure_policy="Fail"
+        )
+        config["metadata"]["name"] = config_name
+        for hook in config["webhooks"]:  # this test's namespace only
+            hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": "mtls"}}
+        isolated.apply(config)
+
+        # failurePolicy Fail: had the API server's call failed TLS, the request would be refused.
+        # The gate's SLO has no status yet, so the webhook's own answer is a warning.
+        def answered() -> bool:
+            result = isolated.kubectl(
+                "apply", "--dry-run=server", "-f", "-",
+                input=yaml.safe_dump(deployment("checkout", "mtls", "checkout")),
+            )  # fmt: skip
+            return result.returncode == 0 and "ReleaseGate mtls/checkout" in result.stderr
+
+        wait_until(
+            answered, webhook, 30, "the API server's review answered with the gate's warning"
+        )
+        refusal = _answer_without_a_client_certificate(install.admission_port, install.webhook_ca)
+        assert refusal, "a client without the API server's certificate got an HTTP answer"
+        install.assert_nothing_forbidden()
+    finally:
+        isolated.kubectl(
+            "delete", "validatingwebhookconfiguration", config_name, "--ignore-not-found"
+        )
         install.stop()

@@ -1,18 +1,24 @@
 """The Prometheus client against a real Prometheus, with faults from a real proxy in front of it.
 
 Nothing is mocked: numbers come from backfilled history, and every failure is one the fault
-proxy produces on the wire (refused connections, resets, slow answers, 5xx, garbage, NaN).
+proxy produces on the wire (refused connections, resets, slow answers, 5xx, garbage, NaN), or
+one a small real HTTP server in this file sends (endless and compressed bodies, which the proxy
+would have to hold in memory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
+import json
 import logging
 import math
 import pickle
 import random
+import re
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ from slogate.localenv.faultproxy import FaultProxy
 from slogate.localenv.processes import free_port
 from slogate.localenv.prometheus import PrometheusServer, counter
 from slogate.prometheus import (
+    PROMETHEUS_ERROR_TYPES,
     ErrorKind,
     PrometheusClient,
     PrometheusConfig,
@@ -32,6 +39,7 @@ from slogate.prometheus import (
     ResultType,
     is_finite,
 )
+from tests.integration.backends import Backend, MiB, endless, fixed
 
 pytestmark = pytest.mark.prometheus
 
@@ -543,6 +551,9 @@ def test_config_validation_and_hashing() -> None:
          "basic_auth_password_file": "/p"},
         {"url": "http://p", "ca_file": "/ca", "insecure_skip_verify": True},
         {"url": "http://p", "params": {"query": "up"}},
+        {"url": "http://p", "max_response_bytes": 0},
+        {"url": "http://p", "headers": {"X-Scope-OrgID": "a\r\nInjected: 1"}},
+        {"url": "http://p", "headers": {"Bad Name": "x"}},
     ):  # fmt: skip
         with pytest.raises(ValueError):  # noqa: PT011 - the messages differ per field
             PrometheusConfig(**bad)
@@ -562,7 +573,9 @@ def test_error_kinds_reasons_and_pickling() -> None:
         "unauthorized": "PrometheusUnauthorized",
         "server_error": "PrometheusServerError",
         "bad_response": "BadPrometheusResponse",
+        "response_too_large": "PrometheusResponseTooLarge",
     }
+    assert [k.value for k in ErrorKind if k.retryable] == ["unreachable", "timeout", "server_error"]
     err = PrometheusError(ErrorKind.BAD_QUERY, "x\n" * 2000, status_code=400, error_type="bad_data")
     assert "\n" not in str(err) and len(str(err)) <= 1000
     copy = pickle.loads(pickle.dumps(err))
@@ -572,3 +585,297 @@ def test_error_kinds_reasons_and_pickling() -> None:
         400,
         "bad_data",
     )
+
+
+# -- bounded answers ------------------------------------------------------------------------
+
+
+def reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM, so the peak below is this test's alone.
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def rss_kib(field: str) -> int:
+    status = Path("/proc/self/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+    assert match, field
+    return int(match[1])
+
+
+async def test_huge_answer_is_cut_off_at_the_bound_without_being_held() -> None:
+    with Backend(endless(200 * MiB)) as backend:
+        reset_peak_rss()
+        before = rss_kib("VmRSS")
+        started = time.monotonic()
+        async with PrometheusClient(config(backend.url, retries=2)) as client:
+            err = await fails(client)
+        elapsed = time.monotonic() - started
+        grown_mib = (rss_kib("VmHWM") - before) / 1024
+    assert err.kind is ErrorKind.RESPONSE_TOO_LARGE
+    assert err.reason == "PrometheusResponseTooLarge"
+    assert not err.kind.retryable and err.attempts == 1 and backend.requests == 1
+    assert err.status_code == 200
+    assert "8 MiB" in str(err) and "--prometheus-max-response-bytes" in str(err)
+    assert "aggregate" in str(err)
+    assert elapsed < 5.0
+    # The server got rid of the bound plus what the kernel buffers on loopback, not 200 MB.
+    assert backend.sent < 8 * MiB + 40 * MiB
+    assert grown_mib < 48, f"peak RSS grew {grown_mib:.0f} MiB"
+
+
+async def test_announced_length_over_the_bound_is_refused_before_reading() -> None:
+    # The server announces 200 MB and then sends nothing until the test ends: only a client
+    # that believes the announcement fails fast.
+    with Backend(endless(200 * MiB, announce=True, hold=True)) as backend:
+        started = time.monotonic()
+        async with PrometheusClient(config(backend.url, max_response_bytes=MiB)) as client:
+            err = await fails(client)
+        elapsed = time.monotonic() - started
+        assert backend.sent == 0
+    assert err.kind is ErrorKind.RESPONSE_TOO_LARGE
+    assert "1 MiB" in str(err)
+    assert elapsed < 1.0
+
+
+def gzip_of_zeros(size: int) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(MiB)
+    return b"".join([*(packer.compress(zeros) for _ in range(size // MiB)), packer.flush()])
+
+
+async def test_compressed_answers_are_inflated_under_the_bound() -> None:
+    bomb = gzip_of_zeros(200 * MiB)
+    assert len(bomb) < MiB  # far below the bound on the wire
+    answer = {"status": "success", "data": {"resultType": "scalar", "result": [1.5, "42"]}}
+    small = gzip.compress(json.dumps(answer).encode())
+    with Backend(fixed(bomb, headers={"Content-Encoding": "gzip"})) as backend:
+        reset_peak_rss()
+        before = rss_kib("VmRSS")
+        async with PrometheusClient(config(backend.url)) as client:
+            err = await fails(client)
+        grown_mib = (rss_kib("VmHWM") - before) / 1024
+    assert err.kind is ErrorKind.RESPONSE_TOO_LARGE
+    assert grown_mib < 48, f"peak RSS grew {grown_mib:.0f} MiB"
+    with Backend(fixed(small, headers={"Content-Encoding": "gzip"})) as backend:
+        async with PrometheusClient(config(backend.url)) as client:
+            assert (await client.instant("vector(42)")).one() == 42.0
+    with Backend(fixed(small, headers={"Content-Encoding": "br"})) as backend:
+        async with PrometheusClient(config(backend.url)) as client:
+            err = await fails(client)
+    assert err.kind is ErrorKind.BAD_RESPONSE and "Content-Encoding" in str(err)
+    with Backend(fixed(b"\x1f\x8b not gzip at all", headers={"Content-Encoding": "gzip"})) as b:
+        async with PrometheusClient(config(b.url)) as client:
+            err = await fails(client)
+    assert err.kind is ErrorKind.BAD_RESPONSE and "gzip" in str(err)
+
+
+async def test_real_prometheus_answers_over_and_under_a_bound(
+    prometheus: PrometheusServer, history: History
+) -> None:
+    async with PrometheusClient(config(prometheus.url, max_response_bytes=2048)) as small:
+        assert (await small.instant("1 + 1")).one() == 2.0
+        with pytest.raises(PrometheusError) as caught:
+            await small.range(ERRORS, history.start, history.end, STEP)
+    assert caught.value.kind is ErrorKind.RESPONSE_TOO_LARGE
+    assert "2 KiB" in str(caught.value)
+    async with PrometheusClient(config(prometheus.url)) as client:
+        (series,) = (await client.range(ERRORS, history.start, history.end, STEP)).series
+    assert len(series.values) == POINTS + 1
+
+
+async def test_trickling_body_hits_the_whole_attempt_timeout() -> None:
+    # Every byte arrives well within httpx's per-read timeout; only a bound on the whole
+    # attempt, body included, ends this.
+    trickle = endless(MiB, chunk=b" ", pause_s=0.05)
+    with Backend(trickle) as backend:
+        started = time.monotonic()
+        async with PrometheusClient(config(backend.url, timeout_s=0.5, retries=0)) as client:
+            err = await fails(client)
+        elapsed = time.monotonic() - started
+    assert err.kind is ErrorKind.TIMEOUT
+    assert 0.4 < elapsed < 2.0
+    assert 0 < backend.sent < 100
+
+
+async def test_huge_error_answer_is_reported_by_its_status() -> None:
+    with Backend(endless(200 * MiB, status=503)) as backend:
+        started = time.monotonic()
+        async with PrometheusClient(config(backend.url, retries=1)) as client:
+            err = await fails(client)
+        elapsed = time.monotonic() - started
+    # A 503 is a 503 however long its page; it is read only as far as a message needs.
+    assert err.kind is ErrorKind.SERVER_ERROR
+    assert err.attempts == 2 and backend.requests == 2
+    assert elapsed < 5.0
+    assert len(str(err)) < 500
+
+
+# -- what a backend's words may do in a message ---------------------------------------------
+
+HOSTILE = (
+    "Ready=True\nreason: AllGood\r\n\x1b[2J\x1b[31mhacked\x1b[0m\x00\x07\u202egnp.\u200b"
+    + "A" * 3000
+)
+HOSTILE_WORDS = ("Ready=True", "AllGood", "hacked", "AAAAAAAA", "evil.example", "gnp")
+
+
+def _error_json(error_type: str, error: str = HOSTILE) -> str:
+    return json.dumps({"status": "error", "errorType": error_type, "error": error})
+
+
+HOSTILE_ANSWERS: list[tuple[int, str, dict[str, str], ErrorKind, str | None]] = [
+    # status, body, headers, kind, errorType the client may repeat when not echoing
+    (400, _error_json("bad_data"), {}, ErrorKind.BAD_QUERY, "bad_data"),
+    (422, _error_json("Ready=True " + "B" * 100), {}, ErrorKind.BAD_QUERY, None),
+    (503, _error_json("unavailable"), {}, ErrorKind.SERVER_ERROR, "unavailable"),
+    (500, HOSTILE, {}, ErrorKind.SERVER_ERROR, None),
+    (401, HOSTILE, {}, ErrorKind.UNAUTHORIZED, None),
+    (404, HOSTILE, {}, ErrorKind.BAD_RESPONSE, None),
+    (302, HOSTILE, {"Location": "http://evil.example/Ready=True/" + "C" * 900},
+     ErrorKind.BAD_RESPONSE, None),
+    (200, HOSTILE, {}, ErrorKind.BAD_RESPONSE, None),
+    (200, _error_json("execution"), {}, ErrorKind.BAD_RESPONSE, "execution"),
+    (200, json.dumps({"status": "success", "data": {"resultType": "vector",
+     "result": [{"metric": {}, "value": [1, HOSTILE]}]}}), {}, ErrorKind.BAD_RESPONSE, None),
+    (200, json.dumps({"status": "success", "data": {"resultType": HOSTILE, "result": []}}), {},
+     ErrorKind.BAD_RESPONSE, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "kind", "error_type"), HOSTILE_ANSWERS)
+async def test_untrusted_backend_words_are_never_echoed(
+    proxy: FaultProxy,
+    status: int,
+    body: str,
+    headers: dict[str, str],
+    kind: ErrorKind,
+    error_type: str | None,
+) -> None:
+    proxy.respond(status, body, headers=headers, content_type="application/json")
+    async with PrometheusClient(config(proxy.url, echo_errors=False, retries=0)) as client:
+        err = await fails(client)
+    text = str(err)
+    assert err.kind is kind
+    assert err.status_code == status
+    assert err.error_type == error_type
+    assert text.startswith(f"Prometheus at {proxy.url} ")
+    assert str(status) in text or (status == 200 and "answered" in text)
+    shown_types = [t for t in PROMETHEUS_ERROR_TYPES if f"({t})" in text]
+    assert shown_types == ([error_type] if error_type else [])
+    assert [w for w in HOSTILE_WORDS if w in text] == []
+    assert text.isprintable() and len(text) < 300
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "kind", "error_type"), HOSTILE_ANSWERS)
+async def test_trusted_backend_words_are_one_printable_line(
+    proxy: FaultProxy,
+    status: int,
+    body: str,
+    headers: dict[str, str],
+    kind: ErrorKind,
+    error_type: str | None,
+) -> None:
+    proxy.respond(status, body, headers=headers, content_type="application/json")
+    async with PrometheusClient(config(proxy.url, retries=0)) as client:
+        err = await fails(client)
+    text = str(err)
+    assert err.kind is kind
+    assert text.isprintable()
+    # Whole escape sequences go, not just the ESC (a repr'd "\\x1b[2J" is plain text).
+    assert "[2J" not in text.replace("\\x1b[2J", "")
+    # What the backend said is kept (so the admin sees it), but at most 300 characters of it.
+    assert "Ready=True" in text or "evil.example" in text or "shape" in text
+    assert len(text) <= len(f"Prometheus at {proxy.url} rejected the query (): ") + 40 + 300
+    if err.error_type is not None:
+        assert err.error_type.isprintable() and len(err.error_type) <= 40
+
+
+# -- per-request headers --------------------------------------------------------------------
+
+
+async def test_per_request_headers_merge_over_the_config_for_that_request_only(
+    proxy: FaultProxy, history: History, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cr3t-token-from-file")
+    cfg = config(
+        proxy.url,
+        headers={"X-Scope-OrgID": "operator-default", "X-Kept": "kept"},
+        bearer_token_file=str(token_file),
+    )
+    async with PrometheusClient(cfg) as client:
+        await client.instant(ERRORS, at=history.end, headers={"X-Scope-OrgID": "shop"})
+        shop = proxy.last_request().headers
+        await client.range(
+            ERRORS, history.start, history.end, STEP, headers={"x-scope-orgid": "payments"}
+        )
+        payments = proxy.last_request()
+        await client.instant(ERRORS, at=history.end)
+        plain = proxy.last_request().headers
+        # Concurrent queries for different tenants each carry their own header.
+        proxy.clear()
+        tenants = [f"team-{i}" for i in range(8)]
+        await asyncio.gather(
+            *(
+                client.instant(ERRORS, at=history.end - i, headers={"X-Scope-OrgID": t})
+                for i, t in enumerate(tenants)
+            )
+        )
+        seen = {r.form()["time"]: r.headers["x-scope-orgid"] for r in proxy.recorded()}
+        # Credentials from the config's files win over a per-request Authorization, and a
+        # per-request secret is redacted like a configured one.
+        proxy.respond(401, "denied per-request-secret-value", times=1)
+        with pytest.raises(PrometheusError) as caught:
+            await client.instant(ERRORS, headers={"Authorization": "per-request-secret-value"})
+        denied = proxy.last_request().headers
+    assert shop["x-scope-orgid"] == "shop" and shop["x-kept"] == "kept"
+    assert shop["authorization"] == "Bearer s3cr3t-token-from-file"
+    assert payments.path == "/api/v1/query_range"
+    assert payments.headers["x-scope-orgid"] == "payments"
+    assert plain["x-scope-orgid"] == "operator-default"
+    assert seen == {f"{history.end - i:.3f}": t for i, t in enumerate(tenants)}
+    assert denied["authorization"] == "Bearer s3cr3t-token-from-file"
+    assert "per-request-secret-value" not in str(caught.value)
+    assert "<redacted>" in str(caught.value)
+
+
+async def test_per_request_headers_are_checked_before_sending(proxy: FaultProxy) -> None:
+    async with PrometheusClient(config(proxy.url)) as client:
+        for bad in ({"X-Scope-OrgID": "shop\r\nAuthorization: x"}, {"X Scope": "shop"}):
+            with pytest.raises(ValueError, match="header"):
+                await client.instant(ERRORS, headers=bad)
+    assert proxy.requests == 0
+
+
+# -- lifecycle ------------------------------------------------------------------------------
+
+
+async def test_missing_ca_file_fails_the_query_with_a_message(
+    proxy: FaultProxy, tmp_path: Path
+) -> None:
+    client = PrometheusClient(config(proxy.url, ca_file=str(tmp_path / "absent.crt")))
+    async with client:
+        err = await fails(client)
+    assert err.kind is ErrorKind.UNREACHABLE
+    assert "ca_file" in str(err) and "absent.crt" in str(err)
+    assert proxy.requests == 0
+
+
+async def test_retired_client_finishes_lets_go_and_still_answers(proxy: FaultProxy) -> None:
+    proxy.slow(0.5, times=1)
+    client = PrometheusClient(config(proxy.url))
+    try:
+        assert not client.connected  # nothing is opened before the first query
+        running = asyncio.create_task(client.instant("vector(1)"))
+        assert await asyncio.to_thread(proxy.wait_for_requests, 1, 5.0)
+        assert client.retire() is None  # busy: the running query closes it as it ends
+        assert client.connected and client.in_flight == 1
+        assert (await running).one() == 1.0
+        assert not client.connected and client.in_flight == 0
+        # A caller still holding the client is served, and the client lets go again.
+        assert (await client.instant("vector(2)")).one() == 2.0
+        assert not client.connected
+    finally:
+        await client.aclose()
+    with pytest.raises(RuntimeError):
+        await client.instant("vector(3)")

@@ -53,7 +53,6 @@ INTERVAL_S = 10
 FAULT_S = 24.0  # every fault lasts this long: at least two failing evaluations
 TIMEOUT_S = 1  # --prometheus-timeout
 RETRIES = 1  # --prometheus-retries
-GATE = {"Allow": "ALLOW", "Warn": "WARN", "Block": "BLOCK"}
 JSON = "application/json"
 
 
@@ -75,8 +74,9 @@ CASES = [
         lambda p: p.down(),
         "PrometheusUnreachable",
         "Allow",
-        "Ready=False/Stale=True PrometheusUnreachable; last good values kept; gate onUnknown "
-        "Allow -> ALLOW; bounded retries; one Event; recovers by itself",
+        "Ready=False/Stale=True PrometheusUnreachable; last good values kept; the gate, last "
+        "seen blocking, stays BLOCK (sticky: onUnknown Allow does not open it); bounded "
+        "retries; one Event; recovers by itself",
     ),
     Case(
         "reset",
@@ -84,8 +84,8 @@ CASES = [
         lambda p: p.reset_connections(),
         "PrometheusUnreachable",
         "Warn",
-        "Ready=False/Stale=True PrometheusUnreachable; values kept; gate onUnknown Warn -> WARN; "
-        "recovers",
+        "Ready=False/Stale=True PrometheusUnreachable; values kept; gate stays BLOCK (sticky, "
+        "not onUnknown Warn); recovers",
     ),
     Case(
         "slow",
@@ -93,7 +93,7 @@ CASES = [
         lambda p: p.slow(3),
         "PrometheusTimeout",
         "Block",
-        "Ready=False/Stale=True PrometheusTimeout; values kept; gate onUnknown Block -> BLOCK; "
+        "Ready=False/Stale=True PrometheusTimeout; values kept; gate stays BLOCK (sticky); "
         "recovers",
     ),
     Case(
@@ -102,7 +102,8 @@ CASES = [
         lambda p: p.respond(503),
         "PrometheusServerError",
         "Warn",
-        "Ready=False/Stale=True PrometheusServerError; values kept; gate -> WARN; recovers",
+        "Ready=False/Stale=True PrometheusServerError; values kept; gate stays BLOCK (sticky, "
+        "not onUnknown Warn); recovers",
     ),
     Case(
         "429",
@@ -111,7 +112,7 @@ CASES = [
         "PrometheusServerError",
         "Allow",
         "Ready=False/Stale=True PrometheusServerError (rate limited); Retry-After honoured, "
-        "no hammering; gate -> ALLOW; recovers",
+        "no hammering; gate stays BLOCK (sticky); recovers",
     ),
     Case(
         "garbage",
@@ -119,7 +120,8 @@ CASES = [
         lambda p: p.garbage(),
         "BadPrometheusResponse",
         "Block",
-        "Ready=False/Stale=True BadPrometheusResponse; values kept; gate -> BLOCK; recovers",
+        "Ready=False/Stale=True BadPrometheusResponse; values kept; gate stays BLOCK "
+        "(sticky); recovers",
     ),
     Case(
         "shape",
@@ -131,7 +133,8 @@ CASES = [
         ),
         "BadPrometheusResponse",
         "Warn",
-        "Ready=False/Stale=True BadPrometheusResponse; values kept; gate -> WARN; recovers",
+        "Ready=False/Stale=True BadPrometheusResponse; values kept; gate stays BLOCK "
+        "(sticky); recovers",
     ),
     Case(
         "401",
@@ -144,7 +147,7 @@ CASES = [
         "PrometheusUnauthorized",
         "Block",
         "Ready=False/Stale=True PrometheusUnauthorized, not retried (a 4xx does not heal by "
-        "itself); values kept; gate -> BLOCK; recovers",
+        "itself); values kept; gate stays BLOCK (sticky); recovers",
         retried=False,
     ),
     Case(
@@ -155,7 +158,7 @@ CASES = [
         "Allow",
         "NaN never reaches status; event counts cannot be NaN (increase() of a counter is a "
         "finite number), so the answer is a bad response: Ready=False/Stale=True "
-        "BadPrometheusResponse, last good values kept, gate -> ALLOW; recovers",
+        "BadPrometheusResponse, last good values kept, gate stays BLOCK (sticky); recovers",
     ),
     Case(
         "inf",
@@ -164,7 +167,7 @@ CASES = [
         "BadPrometheusResponse",
         "Warn",
         "+Inf never reaches status; Ready=False/Stale=True BadPrometheusResponse, last good "
-        "values kept (not replaced by NoData), gate -> WARN; recovers",
+        "values kept (not replaced by NoData), gate stays BLOCK (sticky); recovers",
     ),
     Case(
         "empty",
@@ -288,6 +291,8 @@ def scenario(
         str(INTERVAL_S),
         "--namespace",
         NS,
+        # Each SLO names its own (faulty) backend: the admin's allow-list must list them.
+        *(f"--prometheus-allowed-url={p.url}" for p in proxies.values()),
     )
     try:
         docs: list[dict[str, Any]] = []
@@ -481,8 +486,10 @@ def test_prometheus_fault(scenario: Scenario, case: Case, observe: Callable[[str
             assert "Evaluation failed:" in st["message"]
         # One Event for the transition, not one per failing evaluation.
         assert _events(sc, name, case.reason) == 1
-        # The gate follows onUnknown once the data is stale.
-        assert sc.gate_polls[-1][f"gate-{case.key}"] == GATE[case.on_unknown]
+        # The data is stale but was last seen blocking (budget exhausted): the gate keeps
+        # blocking whatever its onUnknown says (a sticky block), until fresh data says
+        # otherwise. An outage must not open a gate.
+        assert sc.gate_polls[-1][f"gate-{case.key}"] == "BLOCK"
     else:
         for st in settled:
             assert condition(st, "Ready")["status"] == "True"

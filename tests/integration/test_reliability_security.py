@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
@@ -33,7 +32,10 @@ from slogate.localenv.prometheus import PrometheusServer
 from slogate.localenv.roles import ControllerProcess, WebhookProcess
 from slogate.localenv.synthetic import Phase, counters, story
 from tests.integration.faults import (
+    RBAC,
     apply,
+    binding,
+    chart_webhook_rules,
     condition,
     eventually,
     log_problems,
@@ -43,6 +45,7 @@ from tests.integration.faults import (
     remove_objects,
     set_slo_status,
     slo_manifest,
+    user,
     written_status,
 )
 
@@ -51,36 +54,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
 NS = "rel-sec"
 OTHER_NS = "rel-sec-other"
-REPO = Path(__file__).resolve().parents[2]
-CHART_RBAC = REPO / "charts" / "slogate" / "templates" / "rbac-webhook.yaml"
-RBAC = "rbac.authorization.k8s.io/v1"
-
-
-def chart_webhook_rules() -> list[dict[str, Any]]:
-    """The webhook ClusterRole's rules exactly as the chart ships them (template lines dropped)."""
-    lines = CHART_RBAC.read_text().splitlines()
-    text = "\n".join(line for line in lines if "{{" not in line and "}}" not in line)
-    role = next(d for d in yaml.safe_load_all(text) if d and d.get("kind") == "ClusterRole")
-    rules: list[dict[str, Any]] = role["rules"]
-    assert any("subjectaccessreviews" in r["resources"] for r in rules)
-    return rules
-
-
-def binding(kind: str, name: str, ns: str | None, role_kind: str, role: str, subjects: Any):  # type: ignore[no-untyped-def]
-    meta: dict[str, Any] = {"name": name}
-    if ns:
-        meta["namespace"] = ns
-    return {
-        "apiVersion": RBAC,
-        "kind": kind,
-        "metadata": meta,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
-        "subjects": subjects,
-    }
-
-
-def user(name: str) -> dict[str, str]:
-    return {"kind": "User", "name": name, "apiGroup": "rbac.authorization.k8s.io"}
 
 
 @pytest.fixture(scope="module")
@@ -564,6 +537,8 @@ def leaky(
                 "X-Scope-OrgID=tenant-secret",
                 *auth,
                 *trusted,
+                "--prometheus-allowed-url",
+                untrusted.url,
             )
             docs = [
                 slo_manifest(

@@ -18,6 +18,9 @@ import socket
 import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -471,3 +474,337 @@ def test_webhook_serves_only_tls(
         f"{refused.value.reason or type(refused.value).__name__}; negotiated {version}; "
         f"probe port answers admission with {status}"
     )
+
+
+# --- the index's watches, request volume and size, client certificates ------------------------
+
+
+def _probe(hook: WebhookProcess, path: str = "/readyz") -> tuple[int, str]:
+    url = f"http://127.0.0.1:{hook.metrics_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+def _review_for(cp: ControlPlane, name: str, image: str = "x:9") -> dict[str, Any]:
+    dep = cp.get_json("deployment", name, "-n", NS)
+    new = copy.deepcopy(dep)
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    return admission_review(dep, new)
+
+
+def _scoped(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """A webhook configuration of its own name that applies to this module's namespace only."""
+    config["metadata"]["name"] = name
+    config["webhooks"][0]["namespaceSelector"] = {
+        "matchLabels": {"kubernetes.io/metadata.name": NS}
+    }
+    return config
+
+
+@matrix_row(
+    "the API server becomes unreachable for a running webhook replica: its watches are cut (TCP "
+    "reset) and new connections refused, longer than --watch-grace-seconds (3 s here); a "
+    "blocking gate is created meanwhile; then the API server is reachable again",
+    "/readyz stays 200 within the grace, then answers 503 naming each watch that is down and "
+    "since when, and slogate_webhook_watch_up is 0 (a frozen index no longer claims to be "
+    "ready); once reachable, ready again within seconds, watch_up 1, and the gate created "
+    "meanwhile refuses its rollout",
+)
+def test_watch_outage_turns_readiness_off_and_back_on(
+    control_plane: ControlPlane, world: dict[str, Any], observe: Callable[[str], None]
+) -> None:
+    cp, ctx, work = control_plane, tls_context(world["ca"]), world["work"]
+    apply(cp, deployment("latecomer", NS, "latecomer"))
+    with TcpProxy(cp.api_port) as tcp:
+        kubeconfig = kubeconfig_via(cp, tcp, work / "outage.kubeconfig")
+        hook = WebhookProcess(
+            kubeconfig,
+            work / "outage",
+            world["ca"],
+            work / "outage.log",
+            extra=("--watch-grace-seconds", "3"),
+        )
+        try:
+            assert _probe(hook) == (200, "ok")
+            assert hook.metric("slogate_webhook_watch_up", kind="releasegates") == 1
+            tcp.refuse()
+            cut = tcp.drop()
+            t0 = time.monotonic()
+            apply(cp, release_gate("latecomer", NS, "latecomer", ["spent"]))
+            assert _probe(hook)[0] == 200  # within the grace
+            while (probe := _probe(hook))[0] != 503:
+                assert time.monotonic() - t0 < 20, probe
+                time.sleep(0.1)
+            unready_after = time.monotonic() - t0
+            status, text = probe
+            for kind in ("servicelevelobjectives", "releasegates", "replicasets"):
+                assert f"{kind}: watch down since 20" in text, text
+            assert "Connection refused" in text or "ConnectionRefused" in text, text
+            assert hook.metric("slogate_webhook_watch_up", kind="releasegates") == 0
+            frozen = post_review(hook.url, _review_for(cp, "latecomer"), ctx)["allowed"]
+            tcp.accept()
+            t1 = time.monotonic()
+            while _probe(hook)[0] != 200:
+                assert time.monotonic() - t1 < 30, _probe(hook)
+                time.sleep(0.1)
+            ready_after = time.monotonic() - t1
+            assert hook.metric("slogate_webhook_watch_up", kind="releasegates") == 1
+            caught_up = post_review(hook.url, _review_for(cp, "latecomer"), ctx)
+            assert caught_up["allowed"] is False
+            assert "ReleaseGate rel-hook/latecomer" in caught_up["status"]["message"]
+            observe(
+                f"{cut} connections cut; /readyz 503 after {unready_after:.1f}s ({status}: "
+                f"{text.splitlines()[1][:90]}...); meanwhile the frozen index "
+                f"{'admitted' if frozen else 'refused'} the new gate's rollout; ready again "
+                f"{ready_after:.1f}s after the API server was reachable, and it refuses"
+            )
+            assert log_problems(hook) == []
+        finally:
+            hook.stop()
+            cp.kubectl("delete", "gate", "latecomer", "-n", NS)
+
+
+@matrix_row(
+    "kube-apiserver restarts while a webhook replica is cut off from it, and a blocking gate is "
+    "deleted meanwhile: the replica's watches resume from resourceVersions the new API server's "
+    "watch cache does not have (410 Gone)",
+    "the replica lists again (slogate_webhook_watch_relists_total), drops the gate deleted "
+    "while it was not watching, and admits that gate's rollouts again",
+)
+def test_expired_watch_lists_again_and_drops_what_was_deleted(
+    control_plane: ControlPlane, world: dict[str, Any], observe: Callable[[str], None]
+) -> None:
+    cp, ctx, work = control_plane, tls_context(world["ca"]), world["work"]
+    apply(
+        cp,
+        deployment("relisted", NS, "relisted"),
+        release_gate("relisted", NS, "relisted", ["spent"]),
+    )
+    with TcpProxy(cp.api_port) as tcp:
+        kubeconfig = kubeconfig_via(cp, tcp, work / "relist.kubeconfig")
+        hook = WebhookProcess(kubeconfig, work / "relist", world["ca"], work / "relist.log")
+        try:
+            review = _review_for(cp, "relisted")
+            eventually(lambda: _assert(not post_review(hook.url, review, ctx)["allowed"]))
+            before = hook.metric("slogate_webhook_watch_relists_total", kind="releasegates")
+            tcp.refuse()
+            tcp.drop()
+            cp.kubectl("delete", "gate", "relisted", "-n", NS, check=True)
+            cp.stop_apiserver()
+            cp.start_apiserver()
+            tcp.accept()
+            t0 = time.monotonic()
+            eventually(lambda: _assert(post_review(hook.url, review, ctx)["allowed"]), timeout=30)
+            took = time.monotonic() - t0
+            relists = hook.metric("slogate_webhook_watch_relists_total", kind="releasegates")
+            assert relists > before
+            assert _probe(hook)[0] == 200
+            observe(
+                f"gate dropped {took:.1f}s after the API server was back; releasegates listed "
+                f"again {relists - before:.0f} time(s)"
+            )
+            assert log_problems(hook) == []
+        finally:
+            hook.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+def _post_forged(port: int, ctx: ssl.SSLContext, template: str, count: int, workers: int) -> int:
+    """POST ``count`` reviews made from ``template`` (a JSON text with REQUEST-UID and
+    OBJECT-UID placeholders, new random values each time) over keep-alive connections; the
+    number allowed."""
+    allowed = [0] * workers
+
+    def worker(slot: int) -> None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        try:
+            for _ in range(count // workers):
+                body = template.replace("REQUEST-UID", str(uuid.uuid4()))
+                body = body.replace("OBJECT-UID", str(uuid.uuid4()))
+                conn.request("POST", "/validate-deployments", body.encode(), HEADERS)
+                answer = json.loads(conn.getresponse().read())["response"]
+                allowed[slot] += bool(answer["allowed"])
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    return sum(allowed)
+
+
+HEADERS = {"content-type": "application/json"}
+
+
+def _post_once(port: int, ctx: ssl.SSLContext, review: dict[str, Any]) -> bytes:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    try:
+        conn.request("POST", "/validate-deployments", json.dumps(review), HEADERS)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+@matrix_row(
+    "20,000 forged AdmissionReviews with random request and object uids posted straight to a "
+    "webhook's admission port (no client certificate required), 4 clients on keep-alive "
+    "connections",
+    "every one answered correctly, and nothing is kept per request: the process's RSS after "
+    "them is within 4 MiB of its RSS after a warm-up of 2,000 (kopf's admission kept a memo "
+    "per object uid, growing without bound)",
+)
+def test_forged_reviews_do_not_grow_memory(
+    control_plane: ControlPlane, world: dict[str, Any], observe: Callable[[str], None]
+) -> None:
+    cp, hook = control_plane, world["a"]
+    review, must_allow = reviews(cp)["cart-rollout"]
+    assert must_allow
+    review["request"]["uid"] = "REQUEST-UID"
+    for side in ("object", "oldObject"):
+        review["request"][side]["metadata"]["uid"] = "OBJECT-UID"
+    template = json.dumps(review)
+    ctx = tls_context(world["ca"])
+    assert _post_forged(hook.port, ctx, template, 2_000, 4) == 2_000
+    warm = _rss_kib(hook.pid)
+    t0 = time.monotonic()
+    assert _post_forged(hook.port, ctx, template, 20_000, 4) == 20_000
+    took = time.monotonic() - t0
+    after = _rss_kib(hook.pid)
+    observe(
+        f"RSS {warm / 1024:.1f} MiB after warm-up, {after / 1024:.1f} MiB after 20,000 more "
+        f"({(after - warm) / 1024:+.2f} MiB); {20_000 / took:.0f} reviews/s"
+    )
+    assert after - warm < 4 * 1024
+    assert log_problems(hook) == []
+
+
+@matrix_row(
+    "a gated Deployment close to etcd's object limit (1.35 MiB of env values) gets a new "
+    "image while its gate blocks: the API server's UPDATE review carries it twice (about "
+    "2.7 MiB of JSON)",
+    "the review is judged and the rollout refused (aiohttp's default 1 MiB body limit answered "
+    "413, and failurePolicy Ignore admitted it unjudged); a webhook started with "
+    "--max-review-bytes 1048576 shows that failure: 413, slogate_webhook_bad_reviews_total"
+    '{reason="too_large"} counts it, the rollout is admitted',
+)
+def test_review_of_a_deployment_near_the_etcd_limit_is_judged(
+    control_plane: ControlPlane, world: dict[str, Any], observe: Callable[[str], None]
+) -> None:
+    cp, work = control_plane, world["work"]
+    bulky = deployment("bulky", NS, "bulky")
+    bulky["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": f"BLOB_{i}", "value": "x" * 50_000} for i in range(27)
+    ]
+    # Not `kubectl apply`: its last-applied annotation would exceed the 256 KiB annotation limit.
+    created = cp.kubectl("create", "-f", "-", input=json.dumps(bulky))
+    assert created.returncode == 0, created.stderr
+    apply(cp, release_gate("bulky", NS, "bulky", ["spent"]))
+    small = WebhookProcess(
+        cp.kubeconfig,
+        work / "small",
+        world["ca"],
+        work / "small.log",
+        extra=("--max-review-bytes", str(1024 * 1024)),
+    )
+
+    def set_image(image: str, *extra: str) -> Any:
+        return cp.kubectl(
+            "set", "image", "deployment/bulky", f"main={image}", "-n", NS, *extra, timeout=60
+        )
+
+    try:
+        with webhook_configuration(cp, _scoped(small.configuration(), "slogate-rel-big")):
+
+            def admitted_unjudged() -> None:
+                result = set_image("shop/bulky:2", "--dry-run=server")
+                assert result.returncode == 0, result.stderr
+                assert small.metric("slogate_webhook_bad_reviews_total", reason="too_large") > 0
+
+            eventually(admitted_unjudged)
+        config = _scoped(world["a"].configuration(), "slogate-rel-big")
+        with webhook_configuration(cp, config):
+
+            def refused() -> None:
+                result = set_image("shop/bulky:2", "--dry-run=server")
+                assert "ReleaseGate rel-hook/bulky" in result.stderr, result.stderr
+
+            eventually(refused)
+            result = set_image("shop/bulky:3")
+            assert result.returncode != 0
+            assert "ReleaseGate rel-hook/bulky" in result.stderr
+        size = len(json.dumps(cp.get_json("deployment", "bulky", "-n", NS)))
+        observe(
+            f"Deployment of {size / 2**20:.2f} MiB as JSON: refused by the webhook with the "
+            f"default limit; with a 1 MiB limit: 413 and admitted unjudged"
+        )
+        assert log_problems(world["a"]) == []
+    finally:
+        small.stop()
+        cp.kubectl("delete", "deployment", "bulky", "-n", NS, "--wait=false")
+        cp.kubectl("delete", "gate", "bulky", "-n", NS)
+
+
+@matrix_row(
+    "a webhook started with --client-ca-file (the CA of the API server's webhook client "
+    "certificate) gets reviews straight to its port: without a client certificate, with one "
+    "from another CA, and with a user's certificate signed by the cluster CA",
+    "each is refused in the TLS handshake, with no HTTP answer; the real API server presents "
+    "its certificate (AdmissionConfiguration kubeconfig) and is answered: a blocked rollout is "
+    "refused",
+)
+def test_client_certificate_required(
+    control_plane: ControlPlane, world: dict[str, Any], observe: Callable[[str], None]
+) -> None:
+    cp, work = control_plane, world["work"]
+    hook = WebhookProcess(
+        cp.kubeconfig, work / "mtls", world["ca"], work / "mtls.log", client_ca=cp.webhook_client_ca
+    )
+    try:
+        review, _ = reviews(cp)["checkout-rollout"]
+        outsiders: dict[str, ssl.SSLContext] = {"no certificate": tls_context(world["ca"])}
+        other = CertificateAuthority("rel-hook-other-ca")
+        other.client("kube-apiserver").write(work / "other.crt", work / "other.key")
+        user = cp.write_kubeconfig(work / "mallory.kubeconfig", "mallory", ("system:masters",))
+        for name, (cert, key) in {
+            "another CA": (work / "other.crt", work / "other.key"),
+            "a cluster user's": (user.with_suffix(".crt"), user.with_suffix(".key")),
+        }.items():
+            ctx = tls_context(world["ca"])
+            ctx.load_cert_chain(str(cert), str(key))
+            outsiders[name] = ctx
+        refusals = {}
+        for name, ctx in outsiders.items():
+            with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)) as err:
+                _post_once(hook.port, ctx, review)
+            refusals[name] = type(err.value).__name__
+
+        def set_image(*extra: str) -> Any:
+            return cp.kubectl(
+                "set", "image", "deployment/checkout", "main=x:mtls", "-n", NS, *extra
+            )
+
+        with webhook_configuration(cp, _scoped(hook.configuration(), "slogate-rel-mtls")):
+            eventually(
+                lambda: _assert(
+                    "ReleaseGate rel-hook/checkout" in set_image("--dry-run=server").stderr
+                )
+            )
+            result = set_image()
+            assert result.returncode != 0 and "ReleaseGate rel-hook/checkout" in result.stderr
+        observe(
+            "direct reviews: "
+            + ", ".join(f"{name}: {kind}" for name, kind in refusals.items())
+            + "; the API server's reviews answered (rollout refused)"
+        )
+        assert log_problems(hook) == []
+    finally:
+        hook.stop()

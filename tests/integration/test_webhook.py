@@ -235,9 +235,10 @@ def test_rollback_to_existing_replicaset_is_allowed(
 ) -> None:
     cp = control_plane
     dep = cp.get_json("deployment", "checkout", "-n", NS)
-    # No controller-manager runs here, so make the ReplicaSet of an earlier revision ourselves.
+    # No controller-manager runs here, so make the ReplicaSet of an earlier revision ourselves,
+    # as the Deployment controller (the webhook refuses hand-made ones of gated Deployments).
     rs = replicaset(dep, "shop/checkout:1.7", "abc123")
-    apply(cp, rs)
+    cp.apply(rs, kubeconfig=cp.controller_kubeconfig)
     assert set_image(cp, "checkout", "shop/checkout:1.6").returncode != 0  # not a rollback
     result = set_image(cp, "checkout", "shop/checkout:1.7")
     assert result.returncode == 0, result.stderr
@@ -255,7 +256,11 @@ def test_rollback_is_answered_from_the_replicaset_index(
     dep = cp.get_json("deployment", "shipping", "-n", NS)
     apply(cp, gate("shipping", "shipping", "spent"))
     current = dep["spec"]["template"]["spec"]["containers"][0]["image"]
-    apply(cp, replicaset(dep, current, "cur111"), replicaset(dep, "shop/shipping:2.0", "old222"))
+    cp.apply(
+        replicaset(dep, current, "cur111"),
+        replicaset(dep, "shop/shipping:2.0", "old222"),
+        kubeconfig=cp.controller_kubeconfig,
+    )
 
     def checks(source: str) -> float:
         return hook.metric("slogate_rollback_checks_total", source=source)
@@ -470,13 +475,17 @@ def test_recovery_admits_the_same_rollout_without_restart(
     set_status(cp, "spent", slo_status(-0.29, "FREEZE", 3.2, ["page-fast"]))
 
 
-def test_stale_status_follows_on_unknown(control_plane: ControlPlane, hook: WebhookProcess) -> None:
-    """An SLO whose data is stale: the default onUnknown (Warn) admits with a warning."""
-    st = slo_status(-0.29, "FREEZE", 3.2, ["page-fast"])
-    for cond in st["conditions"]:
+def stale(status: dict[str, Any]) -> dict[str, Any]:
+    for cond in status["conditions"]:
         if cond["type"] == "Stale":
             cond.update(status="True", reason="PrometheusUnreachable")
-    set_status(control_plane, "spent", st)
+    return status
+
+
+def test_stale_status_follows_on_unknown(control_plane: ControlPlane, hook: WebhookProcess) -> None:
+    """An SLO whose data is stale and was healthy: the default onUnknown (Warn) admits with a
+    warning."""
+    set_status(control_plane, "spent", stale(slo_status(0.6, "SAFE", 0.4, [])))
 
     def warned() -> None:
         result = set_image(control_plane, "checkout", "shop/checkout:4.0", "--dry-run=server")
@@ -484,6 +493,22 @@ def test_stale_status_follows_on_unknown(control_plane: ControlPlane, hook: Webh
         assert "data is stale (PrometheusUnreachable)" in result.stderr
 
     eventually(warned)
+    set_status(control_plane, "spent", slo_status(-0.29, "FREEZE", 3.2, ["page-fast"]))
+
+
+def test_stale_status_last_seen_blocking_keeps_blocking(
+    control_plane: ControlPlane, hook: WebhookProcess
+) -> None:
+    """An SLO whose data went stale while its budget was spent: the block holds (sticky)."""
+    set_status(control_plane, "spent", stale(slo_status(-0.29, "FREEZE", 3.2, ["page-fast"])))
+
+    def refused() -> None:
+        result = set_image(control_plane, "checkout", "shop/checkout:4.0", "--dry-run=server")
+        assert result.returncode != 0, result.stderr
+        assert "spent: last seen blocking (error budget exhausted (-29%)" in result.stderr
+        assert "now data is stale (PrometheusUnreachable)" in result.stderr
+
+    eventually(refused)
     set_status(control_plane, "spent", slo_status(-0.29, "FREEZE", 3.2, ["page-fast"]))
 
 

@@ -17,7 +17,7 @@ from slogate.core.admission import (
     strip_template_hash,
     template_digest,
 )
-from slogate.core.gate import SloView, judge_gate, strictest
+from slogate.core.gate import Remembered, SloView, judge_gate, remembered_blocking, strictest
 from slogate.core.releasegate import GateSpec
 from slogate.core.status import rfc3339
 
@@ -97,8 +97,8 @@ def test_policy_triggers(
     [
         None,
         status(None, "UNKNOWN"),
-        status(-1, "FREEZE", stale=True),
-        status(-1, "FREEZE", age_s=STALE + 1),
+        status(0.5, "SAFE", stale=True),
+        status(0.5, "SAFE", age_s=STALE + 1),
         {},
     ],
     ids=["missing", "no-data", "stale-condition", "too-old", "no-status"],
@@ -108,6 +108,89 @@ def test_unknown_follows_on_unknown(on_unknown: str, slo_status: dict[str, Any] 
     v = judge_gate(spec(policy={"onUnknown": on_unknown}), "shop", slos, NOW, STALE)
     assert v.decision == on_unknown.upper()
     assert v.objectives[0].unknown is not None
+
+
+@pytest.mark.parametrize("on_unknown", ["Allow", "Warn", "Block"])
+@pytest.mark.parametrize(
+    ("slo_status", "now_unknown"),
+    [
+        (status(-1, "FREEZE", stale=True), "data is stale (PrometheusTimeout)"),
+        (status(-1, "FREEZE", age_s=STALE + 1), "status not updated recently"),
+    ],
+    ids=["stale-condition", "too-old"],
+)
+def test_last_seen_blocking_stays_blocking_while_unknown(
+    on_unknown: str, slo_status: dict[str, Any], now_unknown: str
+) -> None:
+    # A broken query or a dead controller must not turn a BLOCK into onUnknown's WARN.
+    v = judge_gate(spec(policy={"onUnknown": on_unknown}), "shop", views(a=slo_status), NOW, STALE)
+    assert v.decision == "BLOCK"
+    assert v.reasons[0].startswith("a: last seen blocking (error budget exhausted (-100%)")
+    assert now_unknown in v.reasons[0]
+    assert "until fresh data says otherwise" in v.reasons[0]
+    assert v.objectives[0].blocking and v.objectives[0].sticky
+
+
+def remembered(**over: Any) -> dict[tuple[str, str], Remembered]:
+    gate_status = {
+        "observedGeneration": 3,
+        "objectives": [
+            {"namespace": "shop", "name": n, "risk": "FREEZE", "budgetRemaining": -0.29, **o}
+            for n, o in over.items()
+        ],
+    }
+    return remembered_blocking(gate_status, 3)
+
+
+def test_a_deleted_slo_the_gate_saw_blocking_keeps_blocking() -> None:
+    memory = remembered(a={"blocking": True})
+    v = judge_gate(spec(), "shop", {}, NOW, STALE, memory)
+    assert v.decision == "BLOCK"
+    assert v.reasons == (
+        "a: last seen blocking (error budget -29%, risk FREEZE), now SLO not found; "
+        "the block holds until fresh data says otherwise",
+    )
+    # Without that memory a missing SLO follows onUnknown (Warn).
+    assert judge_gate(spec(), "shop", {}, NOW, STALE).decision == "WARN"
+    assert judge_gate(
+        spec(), "shop", {}, NOW, STALE, remembered(a={"blocking": False})
+    ).decision == ("WARN")
+
+
+def test_memory_of_another_gate_generation_is_ignored() -> None:
+    # Only the platform team edits gates; an edit starts the memory afresh.
+    old = {
+        "observedGeneration": 2,
+        "objectives": [{"namespace": "shop", "name": "a", "blocking": True}],
+    }
+    assert remembered_blocking(old, 3) == {}
+    assert remembered_blocking(None, 3) == {}
+
+
+def test_fresh_data_releases_a_remembered_block() -> None:
+    memory = remembered(a={"blocking": True})
+    v = judge_gate(spec(), "shop", views(a=status(0.8, "SAFE", burn=0.2)), NOW, STALE, memory)
+    assert v.decision == "ALLOW"
+    assert not v.objectives[0].blocking
+
+
+def test_relabelling_a_blocking_slo_out_of_the_selector_does_not_open_the_gate() -> None:
+    gate = GateSpec.model_validate(
+        {"selector": {}, "objectiveSelector": {"matchLabels": {"team": "pay"}}}
+    )
+    blocking = views(a=status(-0.29, "FREEZE"))
+    first = judge_gate(gate, "shop", blocking, NOW, STALE)
+    assert first.decision == "BLOCK"
+    memory = remembered_blocking(
+        {"observedGeneration": 1, "objectives": [o.as_status() for o in first.objectives]}, 1
+    )
+    relabelled = {("shop", "a"): SloView("shop", "a", {"team": "other"}, status(-0.29, "FREEZE"))}
+    # Without memory nothing matches: the selector policy (onUnknown Warn) would apply.
+    assert judge_gate(gate, "shop", relabelled, NOW, STALE).decision == "WARN"
+    assert judge_gate(gate, "shop", relabelled, NOW, STALE, memory).decision == "BLOCK"
+    # Once its fresh data is healthy, the relabelled SLO no longer holds the gate.
+    healthy = {("shop", "a"): SloView("shop", "a", {"team": "other"}, status(0.9, "SAFE"))}
+    assert judge_gate(gate, "shop", healthy, NOW, STALE, memory).decision == "WARN"
 
 
 def test_objective_selector_and_strictest_of_many() -> None:
@@ -128,9 +211,11 @@ def change(
     labels: dict[str, str] | None = None,
     dry_run: bool = False,
 ) -> Change:
+    labels = labels or {"app": "checkout"}
+
     def tpl(img: str) -> dict[str, Any]:
         return {
-            "metadata": {"labels": {"app": "checkout"}},
+            "metadata": {"labels": dict(labels)},
             "spec": {"containers": [{"name": "m", "image": img}]},
         }
 
@@ -138,7 +223,7 @@ def change(
         op,
         "shop",
         "checkout",
-        labels or {"app": "checkout"},
+        labels,
         annotations or {},
         tpl("v1"),
         tpl(image),
@@ -159,9 +244,10 @@ def test_template_unchanged_is_allowed_without_looking_at_gates() -> None:
     assert review(change(image="v1"), gates(), SPENT, NOW, STALE).outcome == "allow"
 
 
-def test_create_gated_only_with_gate_creates() -> None:
-    assert review(change("CREATE"), gates(), SPENT, NOW, STALE).outcome == "allow"
-    assert review(change("CREATE"), gates(gateCreates=True), SPENT, NOW, STALE).outcome == "deny"
+def test_create_is_gated_unless_the_gate_opts_out() -> None:
+    # A second Deployment with the new image is a rollout too: gated by default.
+    assert review(change("CREATE"), gates(), SPENT, NOW, STALE).outcome == "deny"
+    assert review(change("CREATE"), gates(gateCreates=False), SPENT, NOW, STALE).outcome == "allow"
 
 
 def test_other_namespace_or_labels_not_gated() -> None:
@@ -288,20 +374,61 @@ def test_no_override_request_means_none() -> None:
     assert parse_override({}, NOW) is None
 
 
-def test_dropping_the_label_in_the_same_change_does_not_escape_the_gate() -> None:
-    base = change(labels={"app": "other"})
-    escaped = Change(
-        base.operation,
-        base.namespace,
-        base.name,
-        base.labels,
+def relabelled(old_app: str, new_app: str, old_image: str, new_image: str) -> Change:
+    def tpl(app: str, img: str) -> dict[str, Any]:
+        return {
+            "metadata": {"labels": {"app": app}},
+            "spec": {"containers": [{"name": "m", "image": img}]},
+        }
+
+    return Change(
+        "UPDATE",
+        "shop",
+        "checkout",
+        {"app": new_app},
         {},
-        base.old_template,
-        base.new_template,
+        tpl(old_app, old_image),
+        tpl(new_app, new_image),
         "mallory",
         False,
-        "v2",
-        extra_labels=({"app": "checkout"},),
+        new_image,
+        old_labels={"app": old_app},
     )
+
+
+def test_dropping_the_label_in_the_same_change_does_not_escape_the_gate() -> None:
+    escaped = relabelled("checkout", "other", "v1", "v2")
     assert review(escaped, gates(), SPENT, NOW, STALE).outcome == "deny"
-    assert review(base, gates(), SPENT, NOW, STALE).outcome == "allow"
+    never_gated = relabelled("other", "other", "v1", "v2")
+    assert review(never_gated, gates(), SPENT, NOW, STALE).outcome == "allow"
+
+
+def test_relabelling_out_of_a_blocking_gate_needs_the_override_too() -> None:
+    # Step one of a two-step escape from a gate that selects on a label of the Deployment's
+    # metadata only: relabel (template unchanged), then roll out ungated.
+    tpl = {"metadata": {"labels": {"app": "checkout"}}, "spec": {"containers": [{"image": "v1"}]}}
+
+    def relabel(old_team: str, new_team: str) -> Change:
+        return Change(
+            "UPDATE",
+            "shop",
+            "checkout",
+            {"app": "checkout", "team": new_team},
+            {},
+            tpl,
+            tpl,
+            "mallory",
+            False,
+            "v1",
+            old_labels={"app": "checkout", "team": old_team},
+        )
+
+    team_gate = [GateRef("shop", "payments", spec(selector={"matchLabels": {"team": "pay"}}))]
+    first = review(relabel("pay", "other"), team_gate, SPENT, NOW, STALE)
+    assert first.outcome == "deny"
+    assert "refused this relabelling (it takes the workload out of a gate" in first.message
+    healthy = views(a=status(0.8, "SAFE", burn=0.2))
+    assert review(relabel("pay", "other"), team_gate, healthy, NOW, STALE).outcome == "allow"
+    # Relabelling into the gate, or within it, is a metadata change like any other.
+    assert review(relabel("other", "pay"), team_gate, SPENT, NOW, STALE).outcome == "allow"
+    assert review(relabel("pay", "pay"), team_gate, SPENT, NOW, STALE).outcome == "allow"

@@ -67,7 +67,7 @@ def test_defaults_match_design() -> None:
     assert gate.policy.block_when == ["BudgetExhausted"]
     assert gate.policy.warn_when == ["DANGER"]
     assert gate.policy.on_unknown == "Warn"
-    assert gate.enforcement == "Enforce" and gate.gate_creates is False
+    assert gate.enforcement == "Enforce" and gate.gate_creates is True
     assert gate.override.max_duration == "4h"
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from slogate.core.objective import Indicator
+from slogate.core.objective import Indicator, RatioIndicator
 from slogate.core.promql import (
     batch,
     bucket_bounds_query,
@@ -67,13 +67,14 @@ def test_query_indicator_is_a_ratio() -> None:
 @pytest.mark.parametrize(
     ("text", "name", "matchers"),
     [
-        ("up", "up", ""),
-        ('up{job="a"}', "up", 'job="a"'),
-        ('{__name__="rpc_seconds", job="a"}', "rpc_seconds", 'job="a"'),
-        ('  x_total { a="1" , b=~"2" } ', "x_total", 'a="1" , b=~"2"'),
+        ("up", "up", ()),
+        ('up{job="a"}', "up", ('job="a"',)),
+        ('{__name__="rpc_seconds", job="a"}', "rpc_seconds", ('job="a"',)),
+        ('  x_total { a="1" , b=~"2" } ', "x_total", ('a="1"', 'b=~"2"')),
+        ("x{a='}{', b=`)`}", "x", ("a='}{'", "b=`)`")),
     ],
 )
-def test_parse_selector(text: str, name: str, matchers: str) -> None:
+def test_parse_selector(text: str, name: str, matchers: tuple[str, ...]) -> None:
     sel = parse_selector(text)
     assert (sel.name, sel.matchers) == (name, matchers)
 
@@ -107,3 +108,32 @@ def test_batch_tags_every_part() -> None:
     )
     with pytest.raises(ValueError, match="at least one"):
         batch([])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'x{a="b"}) or vector(1',  # closes the query around it
+        'x{a="b"}[5m]',  # a range: slogate adds its own
+        'x{a="b',  # an unterminated string swallows what follows
+        'x{a="b"} # comment',  # comments out the rest of a batch
+        'x{a="b"} or y',
+        "{}",
+        '{__name__="x{y}"}',  # a name that is not one
+        '{job="no-name"}',
+    ],
+)
+def test_parse_selector_refuses_anything_but_a_selector(text: str) -> None:
+    with pytest.raises(ValueError, match=r"selector|metric name"):
+        parse_selector(text)
+
+
+def test_ratio_queries_refuse_a_selector_the_models_would_refuse() -> None:
+    # A model built without validation (an older CRD let it through) still cannot inject.
+    indicator = Indicator.model_construct(
+        ratio=RatioIndicator.model_construct(errors='e{a="1"}) or vector(1', total="t", good=None),
+        latency=None,
+        query=None,
+    )
+    with pytest.raises(ValueError, match="not a series selector"):
+        event_queries(indicator)

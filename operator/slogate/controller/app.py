@@ -8,7 +8,7 @@ Only watch-event handlers are registered, so kopf writes nothing to the objects 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
 import math
 import os
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
+from aiohttp import web
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from slogate import metrics
 from slogate.controller.entries import SloEntry
-from slogate.controller.evaluator import Evaluator, EvaluatorSettings, TickStats
+from slogate.controller.evaluator import Evaluator, EvaluatorSettings, SloGone, TickStats
 from slogate.controller.gates import GateKeeper
 from slogate.controller.kube import KubeSink
 from slogate.controller.memory import Trimmer, limit_arenas
@@ -36,8 +36,10 @@ from slogate.core.releasegate import GateSpec
 from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
 from slogate.core.status import Problem, failed_status, invalid_spec_reported
 from slogate.core.validation import field_errors
-from slogate.kubeclient import connection_info, load_config
-from slogate.prometheus.client import PrometheusClient, PrometheusConfig
+from slogate.kubeclient import api_client, connection_info, load_config
+from slogate.probes import start_probe_server
+from slogate.prometheus import ClientPool
+from slogate.prometheus.client import PrometheusConfig
 
 log = logging.getLogger("slogate.controller")
 PREFIX = "slogate.dev"
@@ -55,8 +57,15 @@ class ControllerOptions:
     priority: int = 0
     log_format: str = "json"
     kubeconfig: str | None = None
-    trusted_urls: tuple[str, ...] = ()  # per-SLO backends that get the operator's credentials
+    # Per-SLO backends (spec.prometheus.url) the operator queries at all; trusted ones also get
+    # its credentials and headers. Any other URL fails that SLO alone.
+    allowed_urls: tuple[str, ...] = ()
+    trusted_urls: tuple[str, ...] = ()
+    max_clients: int = 32  # per-SLO backends kept open (least recently used evicted)
     stale_after_s: float = DEFAULT_STALE_AFTER_S  # gates: an SLO status older is unknown
+    # /healthz fails when the evaluation loop has not gone round for this long (a wedged event
+    # loop or a dead evaluator): a restart is the cure. One broken SLO never fails it.
+    liveness_after_s: float = 120.0
 
 
 class Controller:
@@ -64,7 +73,13 @@ class Controller:
 
     def __init__(self, options: ControllerOptions) -> None:
         self.options = options
-        self.clients: dict[str, PrometheusClient] = {}
+        self.pool = ClientPool(
+            options.prometheus,
+            allowed_urls=options.allowed_urls,
+            trusted_urls=options.trusted_urls,
+            max_clients=options.max_clients,
+            observer=metrics.observe_prometheus,
+        )
         self.sink: KubeSink | None = None
         self.evaluator: Evaluator | None = None
         self.task: asyncio.Task[None] | None = None
@@ -82,38 +97,35 @@ class Controller:
         self.gates = GateKeeper(
             heartbeat_s=options.evaluator.heartbeat_s, stale_after_s=options.stale_after_s
         )
-        self.last_tick = math.nan
+        self.started = time.monotonic()
+        self.probes: web.AppRunner | None = None
         self._last_gate_refresh = -math.inf
         self._trim = Trimmer()
         self.registry = kopf.OperatorRegistry()
         self._register()
 
-    def client_for(self, url: str | None) -> PrometheusClient:
-        """One client per backend.
-
-        An SLO's own ``spec.prometheus.url`` gets the operator's credentials and headers only
-        when the operator trusts that URL (``--prometheus-trusted-url``): otherwise anyone who
-        may create an SLO could point it at their own server and collect the operator's token.
-        """
-        base = self.options.prometheus
-        key = url or base.url
-        if key not in self.clients:
-            if url is None or url == base.url or url in self.options.trusted_urls:
-                cfg = dataclasses.replace(base, url=key)
-            else:
-                cfg = PrometheusConfig(
-                    url=url,
-                    timeout_s=base.timeout_s,
-                    retries=base.retries,
-                    max_concurrency=base.max_concurrency,
-                )
-            self.clients[key] = PrometheusClient(cfg, observer=metrics.observe_prometheus)
-        return self.clients[key]
+    def liveness(self) -> str | None:
+        """Why the controller should be restarted, or None."""
+        now = time.monotonic()
+        if self.evaluator is None or self.task is None:
+            if now - self.started > self.options.liveness_after_s:
+                return f"the evaluator has not started within {self.options.liveness_after_s:g}s"
+            return None
+        if self.task.done():
+            return "the evaluation loop has stopped"
+        idle = now - self.evaluator.loop_beat
+        if idle > self.options.liveness_after_s:
+            return f"the evaluation loop has not gone round for {idle:.0f}s"
+        return None
 
     def _on_tick(self, stats: TickStats, entries: list[SloEntry]) -> None:
-        self.last_tick = time.time()
         metrics.evaluation_duration.observe(stats.seconds)
         metrics.evaluated_slos.inc(stats.evaluated)
+        for reason, count in stats.failures.items():
+            metrics.evaluation_failures.labels(reason).inc(count)
+        metrics.evaluation_overruns.inc(stats.overruns)
+        if self.evaluator is not None:
+            metrics.evaluation_units.set(self.evaluator.units_running)
         for namespace, name in stats.gone:
             metrics.forget_slo(namespace, name)
         for entry in entries:
@@ -122,14 +134,8 @@ class Controller:
                     entry.namespace, entry.name, entry.spec.service, entry.spec.target, entry.status
                 )
         if stats.evaluated:
-            log.info(
-                "evaluated %d SLOs: %d Prometheus requests, %d status writes, %.3fs",
-                stats.evaluated,
-                stats.requests,
-                stats.writes,
-                stats.seconds,
-            )
-            # The tick's answers, statuses and arrays are garbage now: give their pages back.
+            # The unit's answers, statuses and arrays are garbage now: give their pages back
+            # (at most every few seconds).
             self._trim()
 
     def _register(self) -> None:
@@ -150,10 +156,6 @@ class Controller:
             # carry it. A DELETED event lost to a watch re-list is caught by the next status
             # write (404: the evaluator drops the SLO).
             settings.persistence.finalizer = f"{PREFIX}/finalizer"
-            settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-            settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-                prefix=PREFIX, key="last-handled-configuration"
-            )
             # kopf's per-handler success Events would drown the ones that matter.
             settings.posting.level = logging.WARNING
             settings.peering.name = self.options.peering or "slogate"
@@ -163,12 +165,16 @@ class Controller:
             settings.peering.clusterwide = True
             settings.peering.priority = self.priority
             settings.peering.lifetime = LIFETIME_S
+            if self.options.liveness_port:
+                self.probes = await start_probe_server(
+                    self.options.liveness_port, {"/healthz": self.liveness}
+                )
             load_config(self.options.kubeconfig)
-            api = k8s.ApiClient()
+            api = api_client()
             self.sink = KubeSink(api)
             self.gates.attach(api)
             self.evaluator = Evaluator(
-                self.client_for,
+                self.pool.get,
                 self.sink,
                 self.options.evaluator,
                 on_tick=self._on_tick,
@@ -190,12 +196,9 @@ class Controller:
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
-            for client in self.clients.values():
-                await client.aclose()
-
-        @kopf.on.probe(id="lastEvaluation", registry=reg)
-        def probe(**_: Any) -> float | None:
-            return None if math.isnan(self.last_tick) else self.last_tick
+            await self.pool.aclose()
+            if self.probes is not None:
+                await self.probes.cleanup()
 
         # Watch events rather than create/update handlers: they need no diff-base, so a standby
         # peer that takes over sees every object as it is (its own kopf never saw the changes).
@@ -254,25 +257,35 @@ class Controller:
 
     async def _accept(self, body: dict[str, Any]) -> None:
         assert self.evaluator is not None and self.sink is not None
+        meta = body["metadata"]
         try:
             spec = SloSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             # The CRD refuses almost everything the model does; what slips through (e.g. a
             # CRD installed from an older version) is reported, not crashed on.
             errors = field_errors({**body, "apiVersion": f"{GROUP}/{VERSION}"})
-            meta = body["metadata"]
-            if invalid_spec_reported(body.get("status"), meta.get("generation")):
-                return
-            status = failed_status(
-                body.get("status"),
-                generation=meta.get("generation"),
-                now=time.time(),
-                problem=Problem("InvalidSpec", "; ".join(errors)[:1000]),
-            )
-            await self.sink.write_status(meta["namespace"], meta["name"], status)
-            self.evaluator.remove((meta["namespace"], meta["name"]))
+            await self._report_invalid(body, Problem("InvalidSpec", "; ".join(errors)[:1000]))
             return
-        self.evaluator.upsert(body, spec)
+        try:
+            self.evaluator.upsert(body, spec)
+        except ValueError as exc:
+            # What the models accept but the query builder cannot use: this SLO alone fails.
+            log.warning("SLO %s/%s cannot be evaluated: %s", meta["namespace"], meta["name"], exc)
+            await self._report_invalid(
+                body, Problem("InvalidSpec", str(exc)[:1000], "spec.indicator")
+            )
+
+    async def _report_invalid(self, body: dict[str, Any], problem: Problem) -> None:
+        assert self.evaluator is not None and self.sink is not None
+        meta = body["metadata"]
+        self.evaluator.remove((meta["namespace"], meta["name"]))
+        if invalid_spec_reported(body.get("status"), meta.get("generation")):
+            return
+        status = failed_status(
+            body.get("status"), generation=meta.get("generation"), now=time.time(), problem=problem
+        )
+        with contextlib.suppress(SloGone):
+            await self.sink.write_status(meta["namespace"], meta["name"], status)
 
     def operator_kwargs(self) -> dict[str, Any]:
         """Arguments for ``kopf.run`` / ``kopf.operator`` (``slogate run`` combines roles)."""
@@ -284,11 +297,6 @@ class Controller:
             "peering_name": self.options.peering,
             "priority": self.priority,
             "identity": self.identity,
-            "liveness_endpoint": (
-                f"http://0.0.0.0:{self.options.liveness_port}/healthz"
-                if self.options.liveness_port
-                else None
-            ),
         }
 
     def run(self) -> None:

@@ -21,6 +21,7 @@ from slogate.core.durations import parse_duration
 from slogate.core.objective import SloSpec
 from slogate.core.promql import EventQueries, event_queries
 from slogate.core.slo.rules import BurnRule, default_rules
+from slogate.core.status import Problem
 
 FloatArray = npt.NDArray[np.float64]
 #: The stored hourly history. float32 holds an hourly event count to 7 significant digits, a
@@ -138,8 +139,12 @@ class SloEntry:
     windows_s: tuple[int, ...]  # every burn window evaluated, shortest first
     labels: dict[str, str]  # for gates that select objectives by label
     queries: EventQueries | None  # None until a latency threshold's bucket is resolved
-    le: str | None = None
     next_due: float = 0.0
+    # Evaluated in a unit of its own (its PromQL was rejected in a batch, or broke a unit):
+    # until its spec changes, it costs one request of its own instead of halving every batch.
+    solo: bool = False
+    # The last rejection and which field it was blamed on (asked once per rejection).
+    blame: tuple[str, Problem] | None = None
     # Per-interval history (counts indicators): increases over buckets ending at hist_end.
     hist_end: float = math.nan
     hist_bad: HistArray | None = None
@@ -207,7 +212,7 @@ def new_entry(body: dict[str, Any], spec: SloSpec, previous: SloEntry | None) ->
             previous.spec
         ) == history_span_s(spec)
         if same_events:
-            entry.le, entry.queries = previous.le, previous.queries
+            entry.queries = previous.queries
             entry.hist_end, entry.hist_bad, entry.hist_total = (
                 previous.hist_end,
                 previous.hist_bad,

@@ -1,6 +1,20 @@
 """The evaluation loop: every due SLO, a few batched Prometheus requests, one vectorized math call.
 
-Per tick and Prometheus backend:
+SLOs are evaluated in *units* that share nothing but the process:
+
+- the SLOs of one namespace on one Prometheus backend form a unit and share batched requests
+  (their selectors pass a token-by-token grammar, so none can write into another's result);
+- an SLO with free-form PromQL (``indicator.query``) is a unit of its own, and so is an SLO once
+  a rejected batch was narrowed down to it;
+- SLOs whose history is still being loaded (new ones) form a unit of their own per namespace,
+  so a burst of new SLOs, or one that never finds its data, does not slow the settled ones;
+- units run as independent tasks with a deadline and write their own statuses when done, so a
+  hanging backend, a huge answer, a query Prometheus rejects or an unexpected error holds back
+  that unit alone: every other SLO keeps its schedule and its numbers. SLOs that run alone take
+  turns within their namespace (``solo_per_namespace`` at a time), so a namespace of many such
+  SLOs cannot crowd out the others' requests.
+
+Per unit:
 
 1. latency SLOs without a resolved bucket ask for the histogram's ``le`` values (once);
 2. counts SLOs whose history is missing or a bucket behind get one batched range query of
@@ -8,19 +22,22 @@ Per tick and Prometheus backend:
 3. one batched instant query per ``batch_size`` SLOs answers every short window plus the tail
    since the last bucket boundary, for bad and total events;
 4. long windows (1d, 3d, the compliance window) are summed from the history
-   (``slogate.core.increments``), the math runs once per rule set, and a status is written only
-   when something a user sees changed, or as a heartbeat.
+   (``slogate.core.increments``), the math runs once per shape of SLO, and a status is written
+   only when something a user sees changed, or as a heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import heapq
+import itertools
 import logging
 import math
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +79,7 @@ from slogate.core.status import (
     needs_write,
     transitions,
 )
+from slogate.prometheus import UrlNotAllowed
 from slogate.prometheus.client import PrometheusClient, QueryResult
 from slogate.prometheus.errors import ErrorKind, PrometheusError
 
@@ -71,6 +89,9 @@ log = logging.getLogger("slogate.evaluator")
 #: per 1,000 rows of 30d/1h); one call over every SLO made that a transient of tens of MB per
 #: tick, which the allocator then kept. Chunks give exactly the results of one call.
 COMPUTE_ROWS = 512
+URL_FIELD = "spec.prometheus.url"
+# Failures one SLO of a batch can cause for all: the batch is split to find it.
+_NARROWED = (ErrorKind.BAD_QUERY, ErrorKind.RESPONSE_TOO_LARGE)
 
 
 class SloGone(Exception):
@@ -96,20 +117,73 @@ class EvaluatorSettings:
     step_s: int = 3600  # history bucket
     direct_max_s: int = 6 * 3600  # windows up to this are asked directly every tick
     long_refresh_s: float = 300.0  # raw-query long windows are re-asked this often
+    unit_deadline_s: float = 120.0  # a unit still busy after this is failed (and retried)
+    # Mimir/Cortex multi-tenancy: this header carries the SLO's namespace on every query.
+    tenant_header: str | None = None
+    # PromQL text per request, so a few long selectors cannot make a request Prometheus's form
+    # parser refuses (Go's limit is 10 MB).
+    max_query_bytes: int = 256 * 1024
+    solo_per_namespace: int = 2  # units of one SLO each, in flight per namespace
+    struggling_solos: int = 2  # of those, new or failing ones in flight across all namespaces
+
+
+@dataclass(frozen=True)
+class UnitKey:
+    """What SLOs share a unit: one backend (None: the operator's), one namespace, whether their
+    history is still loading, and the SLO's name when it runs alone."""
+
+    url: str | None
+    namespace: str
+    solo: str | None = None
+    loading: bool = False
 
 
 @dataclass
 class TickStats:
+    """What an evaluation round (one unit, or a whole tick) did."""
+
     evaluated: int = 0
     requests: int = 0
     writes: int = 0
-    failures: int = 0
     seconds: float = 0.0
-    by_backend: dict[str, int] = field(default_factory=dict)
+    overruns: int = 0  # units that finished after their SLOs were due again
+    failures: Counter[str] = field(default_factory=Counter)  # failed evaluations by reason
     gone: list[Key] = field(default_factory=list)  # deleted SLOs found by their status write
+
+    def add(self, other: TickStats) -> None:
+        self.evaluated += other.evaluated
+        self.requests += other.requests
+        self.writes += other.writes
+        self.seconds = max(self.seconds, other.seconds)
+        self.overruns += other.overruns
+        self.failures.update(other.failures)
+        self.gone.extend(other.gone)
 
 
 ClientFactory = Callable[[str | None], PrometheusClient]
+
+
+class Backend:
+    """A unit's way to Prometheus: the shared client, plus the unit's tenant header, counting
+    the unit's own requests."""
+
+    def __init__(self, client: PrometheusClient, headers: Mapping[str, str], own_url: bool) -> None:
+        self.client = client
+        self.headers = dict(headers)
+        self.own_url = own_url  # the SLOs' spec.prometheus.url, not the operator's backend
+        self.requests = 0
+
+    async def instant(self, query: str, at: float | None = None) -> QueryResult:
+        self.requests += 1
+        return await self.client.instant(query, at, headers=self.headers)
+
+    async def range(self, query: str, start: float, end: float, step: float) -> QueryResult:
+        self.requests += 1
+        return await self.client.range(query, start, end, step, headers=self.headers)
+
+    @property
+    def safe_url(self) -> str:
+        return self.client.config.safe_url
 
 
 class Evaluator:
@@ -126,10 +200,15 @@ class Evaluator:
         self.sink = sink
         self.settings = settings or EvaluatorSettings()
         self.clock = clock
-        self.on_tick = on_tick
-        self.after_tick = after_tick
+        self.on_tick = on_tick  # after each unit, with what it did
+        self.after_tick = after_tick  # once per loop round (gates)
         self.entries: dict[Key, SloEntry] = {}
+        self.loop_beat = time.monotonic()  # the loop's last round: what liveness watches
         self._wake = asyncio.Event()
+        self._busy: set[Key] = set()  # SLOs whose unit is still running
+        self._units: set[asyncio.Task[TickStats]] = set()
+        self._solo_slots: dict[str, Turns] = {}
+        self._struggling = Turns(self.settings.struggling_solos)
 
     # --- registry (called by the kopf handlers) ----------------------------------------------
 
@@ -164,58 +243,183 @@ class Evaluator:
         """Run the loop now (a new SLO, or a gate whose decision must be recomputed)."""
         self._wake.set()
 
+    @property
+    def units_running(self) -> int:
+        return len(self._units)
+
     # --- loop --------------------------------------------------------------------------------
 
     async def run(self, active: Callable[[], bool] = lambda: True) -> None:
         """Evaluate due SLOs forever; ``active`` pauses evaluation (e.g. a standby peer)."""
-        while True:
-            woken = self._wake.is_set()
-            self._wake.clear()
-            try:
-                if active():
-                    stats = await self.tick()
-                    if self.after_tick is not None:
-                        await self.after_tick(self.clock(), woken or stats.evaluated > 0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop every SLO's evaluation; log and go on
-                log.exception("evaluation tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.tick_s)
+        try:
+            while True:
+                self.loop_beat = time.monotonic()
+                woken = self._wake.is_set()
+                self._wake.clear()
+                try:
+                    if active():
+                        self.start_due()
+                        if self.after_tick is not None:
+                            await self.after_tick(self.clock(), woken)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug must not stop every SLO's evaluation; log and go on
+                    log.exception("evaluation round failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.tick_s)
+        finally:
+            for task in list(self._units):
+                task.cancel()
+            await asyncio.gather(*self._units, return_exceptions=True)
 
     async def tick(self) -> TickStats:
-        started = time.monotonic()
-        now = float(math.floor(self.clock()))
-        due = [e for e in self.entries.values() if e.next_due <= now]
+        """Start every due unit and wait for all of them: one whole round (tests, benchmarks)."""
         stats = TickStats()
+        for result in await asyncio.gather(*self.start_due()):
+            stats.add(result)
+        return stats
+
+    def start_due(self) -> list[asyncio.Task[TickStats]]:
+        """Start a task per unit of due SLOs whose previous unit is done; they write their own
+        statuses. SLOs still busy stay due and start as soon as their unit finishes."""
+        now = float(math.floor(self.clock()))
+        due = [e for e in self.entries.values() if e.next_due <= now and e.key not in self._busy]
         if not due:
-            return stats
+            return []
+        units: dict[UnitKey, list[SloEntry]] = defaultdict(list)
+        boundary = bucket_end(now, self.settings.step_s)
         for entry in due:
             # On the interval's grid, so SLOs with equal intervals share ticks and requests.
             entry.next_due = (now // entry.interval_s + 1) * entry.interval_s
-        by_backend: dict[str | None, list[SloEntry]] = defaultdict(list)
-        for entry in due:
-            by_backend[entry.spec.prometheus.url if entry.spec.prometheus else None].append(entry)
-        outcomes: dict[Key, dict[str, Any]] = {}
+            units[unit_of(entry, boundary, self.settings.step_s)].append(entry)
+        # Batches of settled SLOs first: solo units queue for their namespace's turns after.
+        order = sorted(units, key=lambda k: (k.solo is not None, k.loading))
+        round_ = _Round(len(order), time.monotonic())
+        tasks = []
+        for key in order:
+            members = units[key]
+            self._busy.update(e.key for e in members)
+            task = asyncio.create_task(self._run_unit(key, members, now), name=f"unit {key}")
+            self._units.add(task)
+            task.add_done_callback(self._unit_done(members, round_))
+            tasks.append(task)
+        return tasks
 
-        async def backend(url: str | None, group: list[SloEntry]) -> None:
-            # Backends are independent: a slow or dead one (an SLO's own spec.prometheus.url)
-            # must not hold back the evaluation of every other SLO.
-            client = self.clients(url)
-            before = client.request_count
-            await self._evaluate_backend(client, group, now, outcomes)
-            used = client.request_count - before
-            stats.requests += used
-            stats.by_backend[url or "default"] = used
+    def _unit_done(
+        self, members: list[SloEntry], round_: _Round
+    ) -> Callable[[asyncio.Task[TickStats]], None]:
+        def done(task: asyncio.Task[TickStats]) -> None:
+            self._units.discard(task)
+            self._busy.difference_update(e.key for e in members)
+            self.wake()  # gates read the new statuses; SLOs held back meanwhile may start
+            if not task.cancelled() and task.exception() is None:
+                round_.stats.add(task.result())
+            round_.left -= 1
+            if round_.left == 0 and round_.stats.evaluated:
+                st = round_.stats
+                log.info(
+                    "evaluated %d SLOs: %d Prometheus requests, %d status writes, %.3fs (%d units)",
+                    st.evaluated,
+                    st.requests,
+                    st.writes,
+                    time.monotonic() - round_.started,
+                    round_.units,
+                )
 
-        await asyncio.gather(*(backend(url, group) for url, group in by_backend.items()))
-        for entry in due:
+        return done
+
+    async def _run_unit(self, key: UnitKey, members: list[SloEntry], now: float) -> TickStats:
+        if key.solo is None:
+            return await self._unit(key, members, now)
+        turns = self._solo_slots.get(key.namespace)
+        if turns is None:
+            turns = self._solo_slots[key.namespace] = Turns(self.settings.solo_per_namespace)
+        # An SLO that evaluated cleanly last time goes before new and failing ones: a burst of
+        # new or broken SLOs in a namespace does not delay the ones that work. New and failing
+        # ones also share a few turns across all namespaces, so that many of them cannot fill
+        # the requests every namespace's working SLOs wait for.
+        if _ready(members[0].status or {}):
+            async with turns.take(0):
+                return await self._unit(key, members, now)
+        # The shared turn first: waiting for it must not hold one of the namespace's.
+        async with self._struggling.take(0), turns.take(1):
+            return await self._unit(key, members, now)
+
+    async def _unit(self, key: UnitKey, members: list[SloEntry], now: float) -> TickStats:
+        started = time.monotonic()
+        stats = TickStats()
+        try:
+            outcomes = await self._evaluate_unit(key, members, now, stats)
+        except Exception:
+            if len(members) > 1:
+                # Something nobody foresaw, maybe in one SLO's spec: evaluate each SLO alone
+                # from now on, so the one at fault fails by itself.
+                log.exception("evaluating %s failed; evaluating its SLOs one by one", key)
+                for entry in members:
+                    entry.solo = True
+                parts = await asyncio.gather(
+                    *(self._unit(dataclasses.replace(key, solo=e.name), [e], now) for e in members)
+                )
+                for part in parts:
+                    stats.add(part)
+                return stats
+            log.exception("evaluating %s/%s failed", key.namespace, members[0].name)
+            problem = Problem(
+                "InternalError",
+                "evaluation failed unexpectedly (a bug in slogate; the controller log has the "
+                "details); other SLOs are not affected",
+            )
+            outcomes = {e.key: self._failed(e, problem, now) for e in members}
+        await self._write(members, outcomes, now, stats)
+        stats.seconds = time.monotonic() - started
+        stats.overruns = int(any(e.next_due <= self.clock() for e in members))
+        if self.on_tick is not None:
+            self.on_tick(stats, [e for e in members if self.entries.get(e.key) is e])
+        return stats
+
+    async def _evaluate_unit(
+        self, key: UnitKey, members: list[SloEntry], now: float, stats: TickStats
+    ) -> dict[Key, dict[str, Any]]:
+        try:
+            client = self.clients(key.url)
+        except UrlNotAllowed as exc:
+            problem = Problem(exc.reason, _without_field(str(exc)), URL_FIELD)
+            return {e.key: self._failed(e, problem, now) for e in members}
+        headers = {}
+        if self.settings.tenant_header:
+            headers[self.settings.tenant_header] = key.namespace
+        backend = Backend(client, headers, own_url=key.url is not None)
+        try:
+            async with asyncio.timeout(self.settings.unit_deadline_s):
+                return await self._evaluate_backend(backend, members, now)
+        except TimeoutError:
+            problem = Problem(
+                "EvaluationTimeout",
+                f"Prometheus at {backend.safe_url} did not answer every query within "
+                f"{self.settings.unit_deadline_s:g}s; retried at the next interval",
+                URL_FIELD if backend.own_url else None,
+            )
+            return {e.key: self._failed(e, problem, now) for e in members}
+        finally:
+            stats.requests += backend.requests
+
+    def _failed(self, entry: SloEntry, problem: Problem, now: float) -> dict[str, Any]:
+        return failed_status(entry.status, generation=entry.generation, now=now, problem=problem)
+
+    async def _write(
+        self,
+        members: list[SloEntry],
+        outcomes: dict[Key, dict[str, Any]],
+        now: float,
+        stats: TickStats,
+    ) -> None:
+        for entry in members:
             new = outcomes.get(entry.key)
-            if new is None:
-                continue
+            if new is None or self.entries.get(entry.key) is not entry:
+                continue  # deleted, or changed while this unit ran: the new one is due at once
             stats.evaluated += 1
-            if (new.get("conditions") or []) and _ready(new) is False and _stale(new):
-                stats.failures += 1
+            if _ready(new) is False:
+                stats.failures[_ready_reason(new)] += 1
             heartbeat_s = self.settings.heartbeat_s
             if needs_write(entry.status, new, entry.last_write, now, heartbeat_s):
                 old = entry.status
@@ -245,41 +449,33 @@ class Evaluator:
                         "lastEvaluationTime", new.get("lastEvaluationTime")
                     ),
                 }
-        stats.seconds = time.monotonic() - started
-        if self.on_tick is not None:
-            self.on_tick(stats, [e for e in due if e.key in self.entries])
-        return stats
 
-    # --- one backend -------------------------------------------------------------------------
+    # --- one unit ------------------------------------------------------------------------
 
     async def _evaluate_backend(
-        self,
-        client: PrometheusClient,
-        group: list[SloEntry],
-        now: float,
-        outcomes: dict[Key, dict[str, Any]],
-    ) -> None:
+        self, backend: Backend, group: list[SloEntry], now: float
+    ) -> dict[Key, dict[str, Any]]:
         problems: dict[Key, list[Problem]] = defaultdict(list)
         failed: dict[Key, Problem] = {}
 
-        await self._resolve_buckets(client, group, problems, failed)
+        await self._resolve_buckets(backend, group, failed)
         ready = [e for e in group if e.key not in failed and e.queries is not None]
         counts = [e for e in ready if not e.ratio_only]
         ratios = [e for e in ready if e.ratio_only]
         boundary = bucket_end(now, self.settings.step_s)
-        await self._fill_history(client, counts, boundary, failed)
+        await self._fill_history(backend, counts, boundary, failed)
         short: dict[Key, dict[str, float]] = {}
         await self._short_windows(
-            client, [e for e in counts if e.key not in failed], now, boundary, short, failed
+            backend, [e for e in counts if e.key not in failed], now, boundary, short, failed
         )
         await self._ratio_windows(
-            client, [e for e in ratios if e.key not in failed], now, short, failed
+            backend, [e for e in ratios if e.key not in failed], now, short, failed
         )
         evaluable = [e for e in ready if e.key not in failed]
         for entry in evaluable:
             problems[entry.key].extend(self._dependency_problems(entry))
-        for rules, members in _group_by_rules(evaluable).items():
-            del rules
+        outcomes: dict[Key, dict[str, Any]] = {}
+        for members in _group_by_shape(evaluable).values():
             results = self._compute(members, short, now, boundary)
             for entry, result in zip(members, results, strict=True):
                 outcomes[entry.key] = evaluated_status(
@@ -292,29 +488,84 @@ class Evaluator:
                 self._sample_budget(entry, now, result.consumed)
         for entry in group:
             if entry.key in failed:
-                outcomes[entry.key] = failed_status(
-                    entry.status,
-                    generation=entry.generation,
-                    now=now,
-                    problem=failed[entry.key],
-                )
+                outcomes[entry.key] = self._failed(entry, failed[entry.key], now)
+        return outcomes
 
-    async def _resolve_buckets(
+    async def _isolating(
         self,
-        client: PrometheusClient,
-        group: list[SloEntry],
-        problems: dict[Key, list[Problem]],
+        backend: Backend,
+        chunk: list[SloEntry],
+        attempt: Callable[[list[SloEntry]], Awaitable[None]],
         failed: dict[Key, Problem],
     ) -> None:
-        for entry in group:
-            latency = entry.spec.indicator.latency
-            if latency is None or entry.queries is not None:
-                continue
+        """``attempt(chunk)``; a batch Prometheus rejects (or answers too much for) is halved
+        until the SLO(s) at fault are found (rejected ones run alone from then on); any other
+        failure fails the whole chunk."""
+        try:
+            await attempt(chunk)
+        except PrometheusError as exc:
+            if exc.kind in _NARROWED and len(chunk) > 1:
+                for half in _halves(chunk):
+                    await self._isolating(backend, half, attempt, failed)
+                return
+            for entry in chunk:
+                if exc.kind is ErrorKind.BAD_QUERY:
+                    entry.solo = True
+                failed[entry.key] = await self._problem(backend, entry, exc, len(chunk) == 1)
+
+    async def _problem(
+        self, backend: Backend, entry: SloEntry, exc: PrometheusError, alone: bool
+    ) -> Problem:
+        """What failed, naming the spec field to fix where the SLO's own spec is at fault."""
+        if exc.kind is ErrorKind.BAD_QUERY and alone:
+            if entry.blame is None or entry.blame[0] != exc.message:
+                entry.blame = (exc.message, await self._blame(backend, entry, exc))
+            return entry.blame[1]
+        if exc.kind is ErrorKind.RESPONSE_TOO_LARGE and entry.ratio_only and not backend.own_url:
+            return Problem(
+                exc.reason,
+                f"{exc}; errorRatio must return one series per window: aggregate it",
+                "spec.indicator.query.errorRatio",
+            )
+        return Problem(exc.reason, str(exc), URL_FIELD if backend.own_url else None)
+
+    async def _blame(self, backend: Backend, entry: SloEntry, exc: PrometheusError) -> Problem:
+        """Which field of a rejected SLO Prometheus refuses: each selector is asked alone
+        (once per rejection; the answer is kept with the entry)."""
+        indicator = entry.spec.indicator
+        fields: list[tuple[str, str]] = []
+        if indicator.ratio is not None:
+            ratio = indicator.ratio
+            named = [("errors", ratio.errors), ("good", ratio.good), ("total", ratio.total)]
+            fields = [(f"spec.indicator.ratio.{n}", v.strip()) for n, v in named if v is not None]
+        elif indicator.latency is not None:
+            return Problem(exc.reason, str(exc), "spec.indicator.latency.histogram")
+        else:
+            return Problem(exc.reason, str(exc), "spec.indicator.query.errorRatio")
+        for name, selector in fields:
             try:
-                result = await client.instant(bucket_bounds_query(entry.spec.indicator))
+                await backend.instant(f"count({selector})")
+            except PrometheusError as probe:
+                if probe.kind is ErrorKind.BAD_QUERY:
+                    return Problem(probe.reason, str(probe), name)
+        return Problem(exc.reason, str(exc), "spec.indicator.ratio")
+
+    async def _resolve_buckets(
+        self, backend: Backend, group: list[SloEntry], failed: dict[Key, Problem]
+    ) -> None:
+        async def resolve(entry: SloEntry) -> None:
+            latency = entry.spec.indicator.latency
+            assert latency is not None
+            try:
+                result = await backend.instant(bucket_bounds_query(entry.spec.indicator))
             except PrometheusError as exc:
-                failed[entry.key] = Problem(exc.reason, str(exc))
-                continue
+                if exc.kind is ErrorKind.BAD_QUERY:
+                    failed[entry.key] = Problem(
+                        exc.reason, str(exc), "spec.indicator.latency.histogram"
+                    )
+                else:
+                    failed[entry.key] = await self._problem(backend, entry, exc, True)
+                return
             bounds = [s.labels.get("le", "") for s in result.samples]
             le = match_bucket(latency.threshold, bounds)
             if le is None:
@@ -322,17 +573,27 @@ class Evaluator:
                 failed[entry.key] = Problem(
                     "ThresholdNotABucket" if listed else "HistogramNotFound",
                     f"threshold {latency.threshold:g} is not a bucket bound of "
-                    f"{latency.histogram}; its bounds are {', '.join(listed)}"
+                    f"{latency.histogram}; its bounds are {', '.join(listed[:30])}"
                     if listed
                     else f"no {latency.histogram} buckets found in Prometheus",
+                    "spec.indicator.latency.threshold"
+                    if listed
+                    else "spec.indicator.latency.histogram",
                 )
-                continue
-            entry.le = le
+                return
             entry.queries = event_queries(entry.spec.indicator, le)
+
+        await asyncio.gather(
+            *(
+                resolve(e)
+                for e in group
+                if e.spec.indicator.latency is not None and e.queries is None
+            )
+        )
 
     async def _fill_history(
         self,
-        client: PrometheusClient,
+        backend: Backend,
         entries: list[SloEntry],
         boundary: float,
         failed: dict[Key, Problem],
@@ -352,17 +613,21 @@ class Evaluator:
             if entry.hist_end < boundary:
                 start = entry.hist_end + step
                 needs[(start, boundary)].append(entry)
+
+        def attempt(start: float, end: float) -> Callable[[list[SloEntry]], Awaitable[None]]:
+            return lambda chunk: self._fill_chunk(backend, chunk, start, end, failed)
+
         await asyncio.gather(
             *(
-                self._fill_chunk(client, chunk, start, end, failed)
+                self._isolating(backend, chunk, attempt(start, end), failed)
                 for (start, end), members in needs.items()
-                for chunk in _chunks(members, self.settings.history_batch_size)
+                for chunk in self._chunks(members, self.settings.history_batch_size, 2)
             )
         )
 
     async def _fill_chunk(
         self,
-        client: PrometheusClient,
+        backend: Backend,
         chunk: list[SloEntry],
         start: float,
         end: float,
@@ -375,16 +640,7 @@ class Evaluator:
             window = format_duration(step)
             parts.append((f"{i}/b", render(entry.queries.bad, window)))
             parts.append((f"{i}/t", render(entry.queries.total, window)))
-        try:
-            result = await client.range(batch(parts), start, end, step)
-        except PrometheusError as exc:
-            if _isolate(exc, chunk):
-                for half in _halves(chunk):
-                    await self._fill_chunk(client, half, start, end, failed)
-                return
-            for entry in chunk:
-                failed[entry.key] = Problem(exc.reason, str(exc))
-            return
+        result = await backend.range(batch(parts), start, end, step)
         got: dict[str, tuple[Any, Any]] = {}
         for series in result.series:
             got[series.labels.get(QUERY_LABEL, "")] = (series.timestamps, series.values)
@@ -392,7 +648,7 @@ class Evaluator:
         for i, entry in enumerate(chunk):
             mine = [got[k] for k in (f"{i}/b", f"{i}/t") if k in got]
             if any(not np.all(np.isfinite(np.asarray(vs, dtype=np.float64))) for _, vs in mine):
-                failed[entry.key] = _non_finite(client)
+                failed[entry.key] = _non_finite(backend)
                 continue
             if f"{i}/t" not in got:
                 # No total events over the whole span: Prometheus has nothing (yet), or
@@ -417,7 +673,7 @@ class Evaluator:
 
     async def _short_windows(
         self,
-        client: PrometheusClient,
+        backend: Backend,
         entries: list[SloEntry],
         now: float,
         boundary: float,
@@ -425,18 +681,22 @@ class Evaluator:
         failed: dict[Key, Problem],
     ) -> None:
         tail_s = int(now - boundary)
+
+        async def attempt(chunk: list[SloEntry]) -> None:
+            await self._short_chunk(backend, chunk, now, tail_s, short, failed)
+
         # Concurrently, up to the client's --prometheus-max-concurrency: one request after the
         # other made a tick of 5,000 SLOs longer than its 30 s interval.
         await asyncio.gather(
             *(
-                self._short_chunk(client, chunk, now, tail_s, short, failed)
-                for chunk in _chunks(entries, self.settings.batch_size)
+                self._isolating(backend, chunk, attempt, failed)
+                for chunk in self._chunks(entries, self.settings.batch_size, 16)
             )
         )
 
     async def _short_chunk(
         self,
-        client: PrometheusClient,
+        backend: Backend,
         chunk: list[SloEntry],
         now: float,
         tail_s: int,
@@ -453,45 +713,38 @@ class Evaluator:
             for label in labels:
                 parts.append((f"{i}/b/{label}", render(entry.queries.bad, label)))
                 parts.append((f"{i}/t/{label}", render(entry.queries.total, label)))
-        try:
-            result = await client.instant(batch(parts), now)
-        except PrometheusError as exc:
-            if _isolate(exc, chunk):
-                for half in _halves(chunk):
-                    await self._short_chunk(client, half, now, tail_s, short, failed)
-                return
-            for entry in chunk:
-                failed[entry.key] = Problem(exc.reason, str(exc))
-            return
-        values = _by_key(result)
+        values = _by_key(await backend.instant(batch(parts), now))
         for i, entry in enumerate(chunk):
             prefix = f"{i}/"
             mine = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
             if not all(math.isfinite(v) for v in mine.values()):
                 # Event counts are increase() of counters: never NaN or infinite. Such an
                 # answer is broken data, not "no traffic".
-                failed[entry.key] = _non_finite(client)
+                failed[entry.key] = _non_finite(backend)
                 continue
             short[entry.key] = mine
 
     async def _ratio_windows(
         self,
-        client: PrometheusClient,
+        backend: Backend,
         entries: list[SloEntry],
         now: float,
         short: dict[Key, dict[str, float]],
         failed: dict[Key, Problem],
     ) -> None:
+        async def attempt(chunk: list[SloEntry]) -> None:
+            await self._ratio_chunk(backend, chunk, now, short, failed)
+
         await asyncio.gather(
             *(
-                self._ratio_chunk(client, chunk, now, short, failed)
-                for chunk in _chunks(entries, self.settings.batch_size)
+                self._isolating(backend, chunk, attempt, failed)
+                for chunk in self._chunks(entries, self.settings.batch_size, 16)
             )
         )
 
     async def _ratio_chunk(
         self,
-        client: PrometheusClient,
+        backend: Backend,
         chunk: list[SloEntry],
         now: float,
         short: dict[Key, dict[str, float]],
@@ -508,27 +761,25 @@ class Evaluator:
                 windows.append(self._compliance_span(entry, now))
             for w in windows:
                 parts.append((f"{i}/r/{w}", render(entry.queries.bad, _range(w))))
-        try:
-            result = await client.instant(batch(parts), now)
-        except PrometheusError as exc:
-            if _isolate(exc, chunk):
-                for half in _halves(chunk):
-                    await self._ratio_chunk(client, half, now, short, failed)
-                return
-            for entry in chunk:
-                failed[entry.key] = Problem(exc.reason, str(exc))
-            return
+        result = await backend.instant(batch(parts), now)
         values, counts = _by_key(result), _key_counts(result)
         for i, entry in enumerate(chunk):
             multi = [k for k, c in counts.items() if k.startswith(f"{i}/") and c > 1]
             if multi:
                 failed[entry.key] = Problem(
                     "QueryReturnedManySeries",
-                    "errorRatio returned more than one series; aggregate it to one, "
+                    "returned more than one series; aggregate it to one, "
                     "e.g. with sum(...) / sum(...)",
+                    "spec.indicator.query.errorRatio",
                 )
                 continue
-            got = {int(k.split("/")[2]): v for k, v in values.items() if k.startswith(f"{i}/")}
+            got: dict[int, float] = {}
+            for k, v in values.items():
+                key_parts = k.split("/")
+                # Only keys this request asked for: a series carrying any other label value
+                # (an errorRatio that sets slogate_q itself) is not a number of this SLO's.
+                if len(key_parts) == 3 and key_parts[0] == str(i) and key_parts[2].isdigit():
+                    got[int(key_parts[2])] = v
             if entry.key in refresh:
                 entry.long_ratios = {
                     w: got.get(w, math.nan)
@@ -537,6 +788,25 @@ class Evaluator:
                 }
                 entry.long_refreshed = now
             short[entry.key] = {format_duration(w): v for w, v in got.items()}
+
+    def _chunks(
+        self, entries: Sequence[SloEntry], size: int, windows: int
+    ) -> Iterable[list[SloEntry]]:
+        """At most ``size`` SLOs per request, and at most ``max_query_bytes`` of PromQL (an SLO
+        costs about its templates' length once per window)."""
+        chunk: list[SloEntry] = []
+        used = 0
+        for entry in entries:
+            queries = entry.queries
+            assert queries is not None
+            cost = (len(queries.bad) + len(queries.total or "") + 64) * windows
+            if chunk and (len(chunk) >= size or used + cost > self.settings.max_query_bytes):
+                yield chunk
+                chunk, used = [], 0
+            chunk.append(entry)
+            used += cost
+        if chunk:
+            yield chunk
 
     # --- math --------------------------------------------------------------------------------
 
@@ -758,34 +1028,103 @@ def _key_counts(result: QueryResult) -> dict[str, int]:
     return counts
 
 
-def _isolate(exc: PrometheusError, chunk: list[SloEntry]) -> bool:
-    """A batched request Prometheus rejects: find the SLO(s) at fault instead of failing all."""
-    return exc.kind is ErrorKind.BAD_QUERY and len(chunk) > 1
-
-
 def _halves(chunk: list[SloEntry]) -> list[list[SloEntry]]:
     mid = len(chunk) // 2
     return [chunk[:mid], chunk[mid:]]
 
 
-def _non_finite(client: PrometheusClient) -> Problem:
+def _non_finite(backend: Backend) -> Problem:
     return Problem(
         "BadPrometheusResponse",
-        f"Prometheus at {client.config.safe_url} answered NaN or Inf event counts; increase() "
+        f"Prometheus at {backend.safe_url} answered NaN or Inf event counts; increase() "
         "of a counter is a finite number, so the series hold bad samples",
+        URL_FIELD if backend.own_url else None,
     )
 
 
-def _chunks(items: Sequence[SloEntry], size: int) -> Iterable[list[SloEntry]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def unit_of(entry: SloEntry, boundary: float, step_s: int) -> UnitKey:
+    """The unit an SLO is evaluated in (see the module docstring)."""
+    url = entry.spec.prometheus.url if entry.spec.prometheus else None
+    solo = entry.name if entry.ratio_only or entry.solo else None
+    return UnitKey(url, entry.namespace, solo, loading=_loading(entry, boundary, step_s))
 
 
-def _group_by_rules(entries: Iterable[SloEntry]) -> dict[Any, list[SloEntry]]:
+def _loading(entry: SloEntry, boundary: float, step_s: int) -> bool:
+    """A counts SLO whose history lacks more than the newest bucket (new, or its data never
+    came), or a latency SLO whose threshold bucket is not resolved yet."""
+    if entry.ratio_only:
+        return False
+    if entry.queries is None:
+        return True
+    return entry.hist_bad is None or not boundary - entry.hist_end <= step_s
+
+
+class Turns:
+    """At most ``slots`` holders at once; waiters are served lowest priority value first, then
+    in arrival order."""
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def take(self, priority: int) -> AsyncIterator[None]:
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (priority, next(self._arrivals), turn)
+            heapq.heappush(self._waiting, entry)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # granted just as it was cancelled: pass it on
+                else:
+                    self._waiting.remove(entry)
+                    heapq.heapify(self._waiting)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)  # the slot passes straight to the next waiter
+                return
+        self.free += 1
+
+
+@dataclass
+class _Round:
+    """The units one call of ``start_due`` started: logged as one line once all are done."""
+
+    units: int
+    started: float
+    left: int = -1
+    stats: TickStats = field(default_factory=TickStats)
+
+    def __post_init__(self) -> None:
+        self.left = self.units
+
+
+def _group_by_shape(entries: Iterable[SloEntry]) -> dict[Any, list[SloEntry]]:
+    """SLOs whose math arrays have the same shape (rules, windows, history length): a row's
+    result then depends on its own inputs alone, whoever else shares the call."""
     groups: dict[Any, list[SloEntry]] = defaultdict(list)
     for entry in entries:
-        groups[entry.rules].append(entry)
+        groups[(entry.rules, history_span_s(entry.spec), nominal_window_s(entry.spec))].append(
+            entry
+        )
     return groups
+
+
+def _without_field(message: str) -> str:
+    return message.removeprefix(f"{URL_FIELD}: ")
 
 
 def _ready(status: dict[str, Any]) -> bool | None:
@@ -795,8 +1134,8 @@ def _ready(status: dict[str, Any]) -> bool | None:
     return None
 
 
-def _stale(status: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Stale" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
+def _ready_reason(status: dict[str, Any]) -> str:
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Ready":
+            return str(c.get("reason") or "Unknown")
+    return "Unknown"

@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from slogate import metrics
-from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView, judge_gate
+from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView, judge_gate, remembered_blocking
 from slogate.core.releasegate import GateSpec
 from slogate.core.resources import GATE_KIND, GROUP, VERSION
 from slogate.core.status import Event, needs_write, set_condition
@@ -48,7 +48,6 @@ class GateKeeper:
         self.heartbeat_s = heartbeat_s
         self.stale_after_s = stale_after_s
         self.gates: dict[Key, GateEntry] = {}
-        self.writes = 0
 
     def attach(self, api: k8s.ApiClient) -> None:
         """Start writing to the API server (gates may be known before login completes)."""
@@ -80,7 +79,8 @@ class GateKeeper:
             metrics.remove_series(metrics.gate_decision, (key[0], key[1], decision))
 
     def compute(self, entry: GateEntry, slos: Mapping[Key, SloView], now: float) -> dict[str, Any]:
-        verdict = judge_gate(entry.spec, entry.namespace, slos, now, self.stale_after_s)
+        memory = remembered_blocking(entry.status, entry.generation)
+        verdict = judge_gate(entry.spec, entry.namespace, slos, now, self.stale_after_s, memory)
         conditions = [dict(c) for c in (entry.status or {}).get("conditions") or []]
         missing = [o.name for o in verdict.objectives if o.unknown == "SLO not found"]
         if missing:
@@ -129,7 +129,6 @@ class GateKeeper:
                 entry.last_write = now
                 if previous is not None and previous != new["decision"]:
                     await self._announce(entry, previous, new)
-        self.writes += writes
         return writes
 
     async def report_invalid(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slogate.core.durations import humanize_seconds, parse_duration
-from slogate.core.gate import GateVerdict, SloView, judge_gate
+from slogate.core.gate import GateVerdict, Remembered, SloView, judge_gate, remembered_blocking
 from slogate.core.releasegate import GateSpec
 
 OVERRIDE = "slogate.dev/override"
@@ -32,10 +32,26 @@ class GateRef:
     namespace: str
     name: str
     spec: GateSpec
+    # What the gate's status last showed blocking (``slogate.core.gate.remembered_blocking``).
+    remembered: Mapping[tuple[str, str], Remembered] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    def judge(
+        self, slos: Mapping[tuple[str, str], SloView], now: float, stale_after_s: float
+    ) -> GateVerdict:
+        return judge_gate(self.spec, self.namespace, slos, now, stale_after_s, self.remembered)
+
+
+def gate_ref(body: Mapping[str, Any]) -> GateRef:
+    """A ReleaseGate object as admission reads it: its spec, and the objectives its status
+    remembers blocking. Raises pydantic's ``ValidationError`` for a spec the model refuses."""
+    meta = body.get("metadata") or {}
+    spec = GateSpec.model_validate(body.get("spec") or {})
+    memory = remembered_blocking(body.get("status"), meta.get("generation"))
+    return GateRef(str(meta.get("namespace")), str(meta.get("name")), spec, memory)
 
 
 @dataclass(frozen=True)
@@ -52,19 +68,33 @@ class Change:
     user: str
     dry_run: bool
     image: str | None = None
-    # The workload's other labels (before the change, and of the pod template before and
-    # after): a gate that matches any of them applies, so dropping a label in the same request
-    # does not escape the gate.
-    extra_labels: tuple[Mapping[str, str], ...] = ()
+    # The workload's labels before the change (UPDATE).
+    old_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def workload(self) -> str:
         return f"deployment/{self.name}"
 
-    def matched_by(self, gate: GateRef) -> bool:
+    def _label_sets(self, before: bool) -> list[Mapping[str, str]]:
+        if before:
+            if self.operation != "UPDATE":
+                return []
+            return [self.old_labels, template_labels(self.old_template)]
+        return [self.labels, template_labels(self.new_template)]
+
+    def _matches(self, gate: GateRef, before: bool) -> bool:
         return gate.namespace == self.namespace and any(
-            gate.spec.selector.matches(dict(labels)) for labels in (self.labels, *self.extra_labels)
+            gate.spec.selector.matches(dict(labels)) for labels in self._label_sets(before)
         )
+
+    def matched_by(self, gate: GateRef) -> bool:
+        """The gate applies if it matches the workload's or its pod template's labels, before
+        or after the change: dropping a label in the same request does not escape it."""
+        return self._matches(gate, before=False) or self._matches(gate, before=True)
+
+    def escapes(self, gate: GateRef) -> bool:
+        """A relabelling that takes the workload out of the gate (template unchanged)."""
+        return self._matches(gate, before=True) and not self._matches(gate, before=False)
 
 
 @dataclass(frozen=True)
@@ -95,6 +125,13 @@ class Review:
 
 def template_changed(change: Change) -> bool:
     return change.operation == "CREATE" or change.old_template != change.new_template
+
+
+def template_labels(template: Any) -> dict[str, str]:
+    if not isinstance(template, dict):
+        return {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def strip_template_hash(template: Any) -> Any:
@@ -165,21 +202,29 @@ def review(
     now: float,
     stale_after_s: float,
 ) -> Review:
-    """The verdict before rollback and RBAC checks (see module docstring)."""
-    if change.operation not in ("CREATE", "UPDATE") or not template_changed(change):
+    """The verdict before rollback and RBAC checks (see module docstring).
+
+    Gated: a template change (or a CREATE) of a workload a gate matches, and a relabelling
+    that takes a workload out of a gate: while that gate blocks, it needs the same override.
+    """
+    if change.operation not in ("CREATE", "UPDATE"):
         return Review("allow")
-    matching = [
-        g
-        for g in gates
-        if change.matched_by(g) and (change.operation == "UPDATE" or g.spec.gate_creates)
-    ]
+    rollout = template_changed(change)
+    if rollout:
+        matching = [
+            g
+            for g in gates
+            if change.matched_by(g) and (change.operation == "UPDATE" or g.spec.gate_creates)
+        ]
+    else:
+        matching = [g for g in gates if change.escapes(g)]
     if not matching:
         return Review("allow")
     blocking: list[GateHit] = []
     recorded: list[GateHit] = []
     warnings: list[str] = []
     for gate in sorted(matching, key=lambda g: g.name):
-        verdict = judge_gate(gate.spec, gate.namespace, slos, now, stale_after_s)
+        verdict = gate.judge(slos, now, stale_after_s)
         reasons = "; ".join(verdict.reasons)
         label = f"ReleaseGate {gate.namespace}/{gate.name}"
         if verdict.decision == "WARN":
@@ -221,7 +266,7 @@ def review(
             override = None
     return Review(
         "deny",
-        message=deny_message(change, blocking, now),
+        message=deny_message(change, blocking, now, rollout),
         warnings=tuple(warnings),
         blocking=tuple(blocking),
         recorded=tuple(recorded),
@@ -231,7 +276,9 @@ def review(
     )
 
 
-def deny_message(change: Change, blocking: Sequence[GateHit], now: float) -> str:
+def deny_message(
+    change: Change, blocking: Sequence[GateHit], now: float, rollout: bool = True
+) -> str:
     """Names the gate(s), SLO(s), budget, burn rate and window, and the override command."""
     parts = []
     for hit in blocking:
@@ -240,8 +287,13 @@ def deny_message(change: Change, blocking: Sequence[GateHit], now: float) -> str
     shortest = min(parse_duration(h.gate.spec.override.max_duration) for h in blocking)
     until = dt.datetime.fromtimestamp(now + shortest, dt.UTC).replace(second=0, microsecond=0)
     until_text = until.isoformat().replace("+00:00", "Z")
+    what = (
+        "this rollout"
+        if rollout
+        else "this relabelling (it takes the workload out of a gate that blocks)"
+    )
     return (
-        f"slogate refused this rollout of {change.workload} in {change.namespace}: "
+        f"slogate refused {what} of {change.workload} in {change.namespace}: "
         + " | ".join(parts)
         + ". The error budget must recover before rollouts resume. To override (needs RBAC "
         f"verb 'override' on the releasegate): kubectl annotate {change.workload} -n "

@@ -17,6 +17,7 @@ from slogate.core.specbase import (
     CrossFieldRule,
     Duration,
     FieldRule,
+    NamedSelector,
     NonBlank,
     PromSelector,
     SpecModel,
@@ -52,10 +53,7 @@ class RatioIndicator(SpecModel):
 class LatencyIndicator(SpecModel):
     """A classic Prometheus histogram; requests slower than ``threshold`` seconds are bad events."""
 
-    histogram: Annotated[
-        PromSelector,
-        Field(description="Base metric name with optional labels; _bucket and _count are derived."),
-    ]
+    histogram: NamedSelector
     threshold: Annotated[
         StrictFloat,
         Field(gt=0, description="Seconds; must equal one of the histogram's bucket bounds (le)."),
@@ -246,9 +244,12 @@ class PrometheusRef(SpecModel):
     url: Annotated[
         str,
         Field(
-            pattern=r"^https?://[^\s/]+(/\S*)?$",
+            # No user:password@ (a spec is readable by everyone who may read SLOs), no query
+            # string or fragment (the client appends the API path to it).
+            pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
             max_length=2048,
-            description="Prometheus-compatible query API base URL (Prometheus, Thanos, Mimir).",
+            description="Prometheus-compatible query API base URL (Prometheus, Thanos, Mimir); "
+            "only URLs on the operator's allow-list are queried.",
         ),
     ]
 

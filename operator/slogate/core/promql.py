@@ -18,38 +18,60 @@ from dataclasses import dataclass
 from typing import Literal
 
 from slogate.core.objective import Indicator
+from slogate.core.specbase import (
+    LABEL_NAME,
+    MATCH_OP,
+    METRIC_NAME,
+    SELECTOR_PATTERN,
+    STRING_LITERAL,
+)
 
 WINDOW = "{{window}}"
 QUERY_LABEL = "slogate_q"
 
-_SELECTOR_RE = re.compile(r"^\s*(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)?\s*(\{(?P<matchers>.*)\})?\s*$")
-_NAME_MATCHER_RE = re.compile(r'__name__\s*=\s*"(?P<name>[^"]*)"\s*,?')
+_SELECTOR_RE = re.compile(SELECTOR_PATTERN)
+_NAME_RE = re.compile(rf"\s*(?P<name>{METRIC_NAME})")
+_MATCHER_RE = re.compile(
+    rf"(?P<label>{LABEL_NAME})\s*(?P<op>{MATCH_OP})\s*(?P<value>{STRING_LITERAL})"
+)
 
 
 @dataclass(frozen=True)
 class Selector:
     name: str
-    matchers: str  # the text between the braces, without __name__
+    matchers: tuple[str, ...]  # each ``label op "value"``, as written, without __name__
 
     def render(self, suffix: str = "", extra: str = "") -> str:
-        parts = [m for m in (self.matchers.strip().rstrip(","), extra) if m]
+        parts = [*self.matchers, extra] if extra else list(self.matchers)
         return f"{self.name}{suffix}{{{','.join(parts)}}}" if parts else f"{self.name}{suffix}"
 
 
 def parse_selector(text: str) -> Selector:
-    """Split ``name{matchers}`` (or ``{__name__="name", ...}``) into name and matchers."""
-    match = _SELECTOR_RE.match(text)
-    if not match:
+    """Split ``name{matchers}`` (or ``{__name__="name", ...}``) into name and matchers.
+
+    Only what :data:`~slogate.core.specbase.SELECTOR_PATTERN` (the CRD's own pattern) accepts is
+    parsed; the parts are re-assembled from their tokens, never pasted as a whole.
+    """
+    if not _SELECTOR_RE.match(text):
         raise ValueError(f"{text!r} is not a series selector")
-    name = match.group("name") or ""
-    matchers = (match.group("matchers") or "").strip()
+    named = _NAME_RE.match(text)
+    name = named.group("name") if named else ""
+    matchers: list[str] = []
+    for m in _MATCHER_RE.finditer(text, named.end() if named else 0):
+        if m.group("label") == "__name__" and m.group("op") == "=" and not name:
+            name = _unquote(m.group("value"))
+            if not re.fullmatch(METRIC_NAME, name):
+                raise ValueError(f"{text!r}: __name__ {name!r} is not a metric name")
+            continue
+        matchers.append(f"{m.group('label')}{m.group('op')}{m.group('value')}")
     if not name:
-        named = _NAME_MATCHER_RE.search(matchers)
-        if not named:
-            raise ValueError(f"{text!r} has no metric name")
-        name = named.group("name")
-        matchers = (matchers[: named.start()] + matchers[named.end() :]).strip().strip(",")
-    return Selector(name, matchers)
+        raise ValueError(f"{text!r} has no metric name")
+    return Selector(name, tuple(matchers))
+
+
+def _unquote(literal: str) -> str:
+    body = literal[1:-1]
+    return body if literal[0] == "`" else re.sub(r"\\(.)", r"\1", body)
 
 
 @dataclass(frozen=True)
@@ -66,22 +88,21 @@ class EventQueries:
 
 
 def _increase(selector: str) -> str:
-    return f"sum(increase({selector}[{WINDOW}]))"
+    # The models refuse anything else; checked again because this text is pasted into PromQL.
+    if not _SELECTOR_RE.match(selector):
+        raise ValueError(f"{selector!r} is not a series selector")
+    return f"sum(increase({selector.strip()}[{WINDOW}]))"
 
 
 def event_queries(indicator: Indicator, le: str | None = None) -> EventQueries:
     """PromQL templates for ``indicator``; latency needs the bucket's exact ``le`` label value."""
     if indicator.ratio is not None:
         ratio = indicator.ratio
-        total = _increase(ratio.total.strip())
+        total = _increase(ratio.total)
         if ratio.errors is not None:
-            return EventQueries(
-                "counts", f"({_increase(ratio.errors.strip())} or vector(0))", total
-            )
+            return EventQueries("counts", f"({_increase(ratio.errors)} or vector(0))", total)
         assert ratio.good is not None
-        return EventQueries(
-            "counts", f"({total} - ({_increase(ratio.good.strip())} or vector(0)))", total
-        )
+        return EventQueries("counts", f"({total} - ({_increase(ratio.good)} or vector(0)))", total)
     if indicator.latency is not None:
         if le is None:
             raise ValueError("a latency indicator needs the le label value of its threshold bucket")

@@ -110,8 +110,12 @@ class GateSpec(SpecModel):
         Field(description="Enforce refuses; Warn admits with a warning; DryRun only records."),
     ] = "Enforce"
     gate_creates: Annotated[
-        StrictBool, Field(description="Also gate the creation of new workloads.")
-    ] = False
+        StrictBool,
+        Field(
+            description="Also gate the creation of new workloads (a second Deployment with the "
+            "new image is a rollout too). Default true."
+        ),
+    ] = True
     override: Override = Override()
 
     cross_field_rules = (
@@ -125,6 +129,8 @@ class GateSpec(SpecModel):
 
 # --- status -----------------------------------------------------------------------------------
 
+OVERRIDES_KEPT = 10
+
 
 class ObjectiveState(StatusModel):
     name: str
@@ -132,6 +138,11 @@ class ObjectiveState(StatusModel):
     risk: str | None = None
     budget_remaining: float | None = None
     stale: bool | None = None
+    blocking: bool | None = Field(
+        default=None,
+        description="This objective blocks, on fresh data or as last seen (a sticky block "
+        "while its data is stale or its SLO missing, until fresh data says otherwise).",
+    )
 
 
 class BlockRecord(StatusModel):
@@ -158,4 +169,10 @@ class GateStatus(StatusModel):
     blocked_count: int | None = None
     last_blocked: BlockRecord | None = None
     last_override: OverrideRecord | None = None
+    overrides: list[OverrideRecord] | None = Field(
+        default=None,
+        max_length=OVERRIDES_KEPT,
+        description=f"The last {OVERRIDES_KEPT} overrides (rollouts, and changes to SLOs this "
+        "gate blocked on), oldest first; each was recorded before it was admitted.",
+    )
     conditions: list[Condition] | None = None

@@ -128,8 +128,26 @@ Duration = Annotated[
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 K8sName = Annotated[str, Field(pattern=K8S_NAME_PATTERN, min_length=1, max_length=253)]
 
-# A PromQL series selector: a metric name, optionally followed by label matchers.
-SELECTOR_PATTERN = r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*\s*(\{.*\})?|\{.*\})\s*$"
+# A PromQL series selector, spelled out token by token: a metric name and/or label matchers
+# whose values are complete string literals. It is pasted into the queries slogate builds, so
+# nothing else may pass: a stray ")" or an unterminated quote would let a selector rewrite the
+# query around it. One grammar serves the CRD (the API server's regexp), the models and the
+# parser in ``slogate.core.promql``; it is linear to match (no nested quantifiers).
+METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+MATCH_OP = r"(=~|!~|!=|=)"
+STRING_LITERAL = r"""("([^"\\\n]|\\.)*"|'([^'\\\n]|\\.)*'|`[^`]*`)"""
+MATCHER = rf"{LABEL_NAME}\s*{MATCH_OP}\s*{STRING_LITERAL}"
+_MATCHER_LIST = rf"{MATCHER}(\s*,\s*{MATCHER})*(\s*,)?"
+MATCHERS = rf"\{{\s*({_MATCHER_LIST}\s*)?\}}"
+SELECTOR_PATTERN = rf"^\s*({METRIC_NAME}(\s*{MATCHERS})?|\{{\s*{_MATCHER_LIST}\s*\}})\s*$"
+# A histogram's base name must be known: _bucket and _count are appended to it. Written in
+# front, or as an exact __name__ matcher whose value is a metric name.
+_NAME_MATCHER = rf"""__name__\s*=\s*("{METRIC_NAME}"|'{METRIC_NAME}'|`{METRIC_NAME}`)"""
+NAMED_SELECTOR_PATTERN = (
+    rf"^\s*({METRIC_NAME}(\s*{MATCHERS})?"
+    rf"|\{{\s*({MATCHER}\s*,\s*)*{_NAME_MATCHER}(\s*,\s*{MATCHER})*(\s*,)?\s*\}})\s*$"
+)
 PromSelector = Annotated[
     str,
     Field(
@@ -139,6 +157,18 @@ PromSelector = Annotated[
         description=(
             'A counter series selector such as http_requests_total{job="api"}; slogate wraps '
             "it in increase()/rate() itself. For arbitrary PromQL use indicator.query."
+        ),
+    ),
+]
+NamedSelector = Annotated[
+    str,
+    Field(
+        pattern=NAMED_SELECTOR_PATTERN,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "A histogram's base metric name with optional label matchers, such as "
+            'http_request_duration_seconds{job="api"}; _bucket and _count are derived.'
         ),
     ),
 ]

@@ -30,10 +30,16 @@ HEARTBEAT_S = 300.0
 
 @dataclass(frozen=True)
 class Problem:
-    """Why an SLO cannot be (fully) evaluated: a condition reason and a message for humans."""
+    """Why an SLO cannot be (fully) evaluated: a condition reason, a message for humans, and
+    the spec field to fix when one is at fault (``spec.prometheus.url``)."""
 
     reason: str
     message: str
+    field: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ def evaluated_status(
             "Ready",
             "False",
             problems[0].reason,
-            "; ".join(p.message for p in problems),
+            "; ".join(p.text for p in problems),
             now,
             generation,
         )
@@ -209,7 +215,7 @@ def failed_status(
     status = dict(previous or {})
     status["observedGeneration"] = generation
     conds = _copy_conditions(previous)
-    set_condition(conds, "Ready", "False", problem.reason, problem.message, now, generation)
+    set_condition(conds, "Ready", "False", problem.reason, problem.text, now, generation)
     set_condition(
         conds,
         "Stale",
@@ -224,7 +230,7 @@ def failed_status(
     status["conditions"] = conds
     if not status.get("risk"):
         status["risk"] = "UNKNOWN"
-    status["message"] = f"Evaluation failed: {problem.message}"
+    status["message"] = f"Evaluation failed: {problem.text}"
     status["summary"] = summary(status)
     return status
 

@@ -55,7 +55,9 @@ _PATTERN_HINTS = {
     "errors": _SELECTOR_HINT,
     "good": _SELECTOR_HINT,
     "total": _SELECTOR_HINT,
-    "histogram": _SELECTOR_HINT,
+    "histogram": "write the histogram's base metric name, optionally with label matchers, such "
+    'as http_request_duration_seconds{job="api"}',
     "name": "use lowercase letters, digits, '-' and '.', starting and ending alphanumeric",
-    "url": "write an http:// or https:// URL",
+    "url": "write an http:// or https:// base URL without user:password@, query string or "
+    "fragment, like http://thanos-query.monitoring:9090",
 }

@@ -1,12 +1,23 @@
-"""A real Kubernetes control plane on loopback: etcd and kube-apiserver, no Docker needed.
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager
+(no Docker needed).
 
-There is no controller-manager: Deployments are stored but no ReplicaSets or Pods appear, and
-namespaces never finish terminating. That is all slogate needs: its CRDs, its status writes and
-the admission webhook calls are the API server's own work.
+kube-controller-manager runs only the controllers in :data:`CONTROLLERS` (the aggregation of the
+default ClusterRoles, so ``edit`` holds the rules the chart aggregates into it). No kubelet or
+scheduler runs: Deployments are stored but no ReplicaSets or Pods appear (tests make those as the
+Deployment controller's identity, :attr:`ControlPlane.controller_kubeconfig`), and namespaces
+never finish terminating. That is all slogate needs: its CRDs, its status writes and the
+admission webhook calls are the API server's own work.
+
+The API server presents a client certificate to every admission webhook (an
+AdmissionConfiguration whose webhook kubeconfig has a ``*`` user), signed by its own CA,
+:attr:`ControlPlane.webhook_client_ca`: a webhook started with that CA as ``--client-ca-file``
+answers only this API server.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import shutil
 import ssl
@@ -23,6 +34,9 @@ from slogate.localenv.certs import CertificateAuthority, rsa_signing_key_pem
 from slogate.localenv.processes import Process, free_port, wait_until
 
 ADMIN_USER = "slogate-admin"
+WEBHOOK_CLIENT_USER = "kube-apiserver-webhook-client"
+# The controllers of kube-controller-manager the local control plane runs.
+CONTROLLERS = ("clusterrole-aggregation",)
 
 
 class ControlPlane:
@@ -34,7 +48,11 @@ class ControlPlane:
         self.keep = keep
         self.etcd: Process | None = None
         self.apiserver: Process | None = None
+        self.controller_manager: Process | None = None
         self.ca = CertificateAuthority("slogate-local-kubernetes-ca")
+        # Its own CA, not the cluster's: a user's client certificate (signed by the cluster
+        # CA) must not pass a webhook that trusts only the API server.
+        self.webhook_client_ca_authority = CertificateAuthority("slogate-local-webhook-client-ca")
         self.pki = self.dir / "pki"
         self.api_port = 0
         self.etcd_port = 0
@@ -59,6 +77,7 @@ class ControlPlane:
         self.start_etcd()
         self.start_apiserver()
         self.write_kubeconfig(self.kubeconfig, ADMIN_USER, ("system:masters",))
+        self.start_controller_manager()
 
     def start_etcd(self) -> None:
         self.etcd_port, peer = free_port(), free_port()
@@ -130,6 +149,8 @@ class ControlPlane:
                 "RBAC",
                 "--disable-admission-plugins",
                 "ServiceAccount",
+                "--admission-control-config-file",
+                str(p / "admission.yaml"),
                 "--allow-privileged",
                 "--profiling=false",
                 "--v=1",
@@ -138,12 +159,47 @@ class ControlPlane:
         )
         wait_until(self._ready, self.apiserver, 120, "kube-apiserver answered /readyz")
 
+    def start_controller_manager(self) -> None:
+        """kube-controller-manager with the controllers these tests rely on: the aggregation
+        of ClusterRoles (the default ``view``/``edit``/``admin`` roles get their rules, the
+        chart's included, only from it). No kubelet or scheduler runs: nothing else is needed
+        here yet."""
+        self.controller_manager = Process(
+            "kube-controller-manager",
+            [
+                tool("kube-controller-manager"),
+                "--kubeconfig",
+                str(self.controller_kubeconfig),
+                "--controllers",
+                ",".join(CONTROLLERS),
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                "--service-account-private-key-file",
+                str(self.pki / "sa.key"),
+                "--root-ca-file",
+                str(self.pki / "ca.crt"),
+                "--v=1",
+            ],
+            self.dir / "kube-controller-manager.log",
+        )
+        wait_until(
+            self._roles_aggregated,
+            self.controller_manager,
+            60,
+            "kube-controller-manager aggregated the default ClusterRoles",
+        )
+
+    def _roles_aggregated(self) -> bool:
+        got = self.kubectl("get", "clusterrole", "edit", "-o", "jsonpath={.rules[*].verbs}")
+        return got.returncode == 0 and "create" in got.stdout
+
     def stop_apiserver(self) -> None:
         if self.apiserver is not None:
             self.apiserver.stop()
 
     def stop(self) -> None:
-        for proc in (self.apiserver, self.etcd):
+        for proc in (self.controller_manager, self.apiserver, self.etcd):
             if proc is not None:
                 proc.stop()
         if self._own_dir and not self.keep:
@@ -158,6 +214,12 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.dir / "kubeconfig"
+
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the client certificate this API server presents to admission webhooks
+        (for a webhook's ``--client-ca-file``)."""
+        return self.pki / "webhook-client-ca.crt"
 
     def write_kubeconfig(self, path: Path, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig that authenticates as ``user`` in ``groups`` by client certificate."""
@@ -191,6 +253,17 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
         return path
+
+    @functools.cached_property
+    def controller_kubeconfig(self) -> Path:
+        """Credentials as the Deployment controller's identity (``system:kube-controller-manager``):
+        no controller-manager runs here, so what it would make (ReplicaSets) is made with these,
+        and the webhook lets them through as the controller's own."""
+        return self.write_kubeconfig(
+            self.dir / "controller-manager.kubeconfig",
+            "system:kube-controller-manager",
+            ("system:masters",),
+        )
 
     def kubectl(
         self,
@@ -251,6 +324,44 @@ class ControlPlane:
         (p / "sa.pub").write_bytes(public)
         admin = self.ca.client("slogate-probe", ("system:masters",))
         admin.write(p / "probe.crt", p / "probe.key")
+        self._write_admission_config()
+
+    def _write_admission_config(self) -> None:
+        """The ValidatingAdmissionWebhook and MutatingAdmissionWebhook plugins get a kubeconfig
+        whose ``*`` user (the default for every webhook host:port) is a client certificate."""
+        p = self.pki
+        p.joinpath("webhook-client-ca.crt").write_bytes(self.webhook_client_ca_authority.cert_pem)
+        pair = self.webhook_client_ca_authority.client(WEBHOOK_CLIENT_USER)
+        b64 = base64.b64encode
+        webhooks_kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "users": [
+                {
+                    "name": "*",
+                    "user": {
+                        "client-certificate-data": b64(pair.cert_pem).decode(),
+                        "client-key-data": b64(pair.key_pem).decode(),
+                    },
+                }
+            ],
+        }
+        (p / "webhook-clients.kubeconfig").write_text(yaml.safe_dump(webhooks_kubeconfig))
+        (p / "webhook-clients.kubeconfig").chmod(0o600)
+        plugin_config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(p / "webhook-clients.kubeconfig"),
+        }
+        admission = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": name, "configuration": dict(plugin_config)}
+                for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        (p / "admission.yaml").write_text(yaml.safe_dump(admission))
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))

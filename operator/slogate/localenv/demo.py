@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from slogate.core.webhookconfig import WEBHOOK_PATH, validating_webhook_configuration
+from slogate.core.webhookconfig import validating_webhook_configuration
 from slogate.localenv.binaries import REPO_ROOT, bin_dir
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
@@ -300,7 +300,7 @@ class Demo:
         wait_until(ready, op, 60, "slogate answered /readyz")
         config = validating_webhook_configuration(
             {
-                "url": f"https://127.0.0.1:{port}{WEBHOOK_PATH}",
+                "url": f"https://127.0.0.1:{port}",
                 "caBundle": base64.b64encode(ca.cert_pem).decode(),
             },
             operator_namespace="slogate-system",

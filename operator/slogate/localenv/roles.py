@@ -6,6 +6,7 @@ import base64
 import re
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,12 @@ class ControllerProcess(RoleProcess):
 
 
 class WebhookProcess(RoleProcess):
-    """``python -m slogate webhook`` with a serving certificate for 127.0.0.1 from ``ca``."""
+    """``python -m slogate webhook`` with a serving certificate for 127.0.0.1 from ``ca``.
+
+    ``client_ca``: require client certificates signed by it (``--client-ca-file``), e.g.
+    :attr:`ControlPlane.webhook_client_ca <slogate.localenv.controlplane.ControlPlane>`, whose
+    certificate the local API server presents to every webhook. ``extra``: more flags.
+    """
 
     def __init__(
         self,
@@ -85,11 +91,18 @@ class WebhookProcess(RoleProcess):
         ca: CertificateAuthority,
         log_path: Path,
         port: int = 0,
+        *,
+        client_ca: Path | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.metrics_port = free_port()
         self.workdir = workdir
         self.ca = ca
+        self.client_ca = client_ca
+        flags = [*extra]
+        if client_ca is not None:
+            flags += ["--client-ca-file", str(client_ca)]
         workdir.mkdir(parents=True, exist_ok=True)
         self.cert_file, self.key_file = workdir / "tls.crt", workdir / "tls.key"
         if not self.cert_file.exists():
@@ -113,6 +126,7 @@ class WebhookProcess(RoleProcess):
                 str(self.metrics_port),
                 "--log-format",
                 "plain",
+                *flags,
             ],
             log_path,
         )
@@ -134,14 +148,19 @@ class WebhookProcess(RoleProcess):
         )
 
     @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+        """Where Deployment reviews go (the other routes: ``base_url`` + their path)."""
+        return f"{self.base_url}{WEBHOOK_PATH}"
 
     def configuration(
         self, failure_policy: str = "Ignore", operator_namespace: str = "slogate-system"
     ) -> dict[str, Any]:
         return validating_webhook_configuration(
-            {"url": self.url, "caBundle": base64.b64encode(self.ca.cert_pem).decode()},
+            {"url": self.base_url, "caBundle": base64.b64encode(self.ca.cert_pem).decode()},
             operator_namespace=operator_namespace,
             failure_policy=failure_policy,  # type: ignore[arg-type]
         )

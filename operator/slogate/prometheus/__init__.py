@@ -1,4 +1,5 @@
-"""The Prometheus edge of the operator: an async query client and its classified errors."""
+"""The Prometheus edge of the operator: an async query client, its classified errors, and the
+pool that decides which client (and so which credentials) serves an SLO's backend URL."""
 
 from slogate.prometheus.client import (
     Observer,
@@ -10,9 +11,12 @@ from slogate.prometheus.client import (
     Sample,
     is_finite,
 )
-from slogate.prometheus.errors import ErrorKind, PrometheusError
+from slogate.prometheus.errors import PROMETHEUS_ERROR_TYPES, ErrorKind, PrometheusError
+from slogate.prometheus.pool import ClientPool, UrlInvalid, UrlNotAllowed
 
 __all__ = [
+    "PROMETHEUS_ERROR_TYPES",
+    "ClientPool",
     "ErrorKind",
     "Observer",
     "PrometheusClient",
@@ -22,5 +26,7 @@ __all__ = [
     "RangeSeries",
     "ResultType",
     "Sample",
+    "UrlInvalid",
+    "UrlNotAllowed",
     "is_finite",
 ]

@@ -3,8 +3,10 @@
 Every failure the client can meet ends as one :class:`PrometheusError` with a small, fixed
 ``kind``: the controller maps the kind to a condition reason and decides what to do (keep the
 last values, mark the SLO stale) without parsing text. Messages are one short line, never
-carry credentials, and keep Prometheus's own words where they help a user fix something
-(the PromQL parse error).
+carry credentials, and are printable: whatever a backend sent is cut to one line of at most
+``BODY_LIMIT`` characters with control characters and escape sequences removed, so it cannot
+forge extra lines or hide text. Whether a backend's words appear at all is the client's
+decision (``PrometheusConfig.echo_errors``); this module only makes what is kept harmless.
 """
 
 from __future__ import annotations
@@ -16,6 +18,20 @@ from enum import StrEnum
 # helps nobody, so bodies are cut far below that.
 BODY_LIMIT = 300
 MESSAGE_LIMIT = 1000
+# The errorType values the Prometheus HTTP API documents. For a backend whose words may not be
+# quoted, one of these is all of its answer that reaches a message.
+PROMETHEUS_ERROR_TYPES = frozenset(
+    {
+        "bad_data",
+        "timeout",
+        "canceled",
+        "execution",
+        "internal",
+        "unavailable",
+        "not_found",
+        "not_acceptable",
+    }
+)
 
 
 class ErrorKind(StrEnum):
@@ -25,6 +41,7 @@ class ErrorKind(StrEnum):
     UNAUTHORIZED = "unauthorized"
     SERVER_ERROR = "server_error"
     BAD_RESPONSE = "bad_response"
+    RESPONSE_TOO_LARGE = "response_too_large"
 
     @property
     def reason(self) -> str:
@@ -34,6 +51,8 @@ class ErrorKind(StrEnum):
     @property
     def retryable(self) -> bool:
         """Whether a later attempt may succeed without anyone changing anything."""
+        # Not RESPONSE_TOO_LARGE: the same query gives the same answer, and reading it again
+        # costs the same bandwidth.
         return self in (ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT, ErrorKind.SERVER_ERROR)
 
 
@@ -44,6 +63,7 @@ _REASONS: dict[ErrorKind, str] = {
     ErrorKind.UNAUTHORIZED: "PrometheusUnauthorized",
     ErrorKind.SERVER_ERROR: "PrometheusServerError",
     ErrorKind.BAD_RESPONSE: "BadPrometheusResponse",
+    ErrorKind.RESPONSE_TOO_LARGE: "PrometheusResponseTooLarge",
 }
 
 
@@ -98,12 +118,23 @@ def _rebuild(
 
 
 _WHITESPACE = re.compile(r"\s+")
+# Terminal escape sequences (colours, cursor moves): removing only the ESC would leave "[31m".
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|.)?")
 
 
 def one_line(text: str, limit: int = BODY_LIMIT) -> str:
-    """Collapse whitespace and cut ``text`` to ``limit`` characters, marking the cut."""
-    flat = _WHITESPACE.sub(" ", text).strip()
-    if len(flat) <= limit:
+    """Collapse whitespace, drop what is not printable and cut ``text`` to ``limit`` characters.
+
+    Control and format characters (escape sequences, bidi overrides, zero-width characters) are
+    removed rather than replaced: a condition message is read by people and by ``kubectl``.
+    """
+    # A backend's error string can be megabytes; only the start can survive the cut anyway.
+    window = max(limit, 0) * 4 + 64
+    cut = len(text) > window
+    chars = _ESCAPES.sub("", text[:window])
+    kept = "".join(c if c.isprintable() else " " if c.isspace() else "" for c in chars)
+    flat = _WHITESPACE.sub(" ", kept).strip()
+    if len(flat) <= limit and not cut:
         return flat
     return flat[: max(limit - 1, 0)].rstrip() + "…"
 
