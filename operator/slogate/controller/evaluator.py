@@ -123,6 +123,7 @@ class EvaluatorSettings:
     # PromQL text per request, so a few long selectors cannot make a request Prometheus's form
     # parser refuses (Go's limit is 10 MB).
     max_query_bytes: int = 256 * 1024
+    settle_s: float = 2.0  # a new or changed SLO waits this long for others to join its unit
     solo_per_namespace: int = 2  # units of one SLO each, in flight per namespace
     struggling_solos: int = 2  # of those, new or failing ones in flight across all namespaces
 
@@ -229,9 +230,11 @@ class Evaluator:
             old.status = body.get("status") or old.status
             return old
         entry = new_entry(body, spec, old)
-        entry.next_due = 0.0  # a new or changed SLO is evaluated at once
+        # Evaluated within moments, together with whatever else arrives meanwhile: at start-up
+        # thousands arrive one watch event at a time, and one unit per arrival would cost a
+        # history query each.
+        entry.next_due = self.clock() + self.settings.settle_s
         self.entries[key] = entry
-        self.wake()
         return entry
 
     def remove(self, key: Key) -> SloEntry | None:
@@ -251,6 +254,7 @@ class Evaluator:
 
     async def run(self, active: Callable[[], bool] = lambda: True) -> None:
         """Evaluate due SLOs forever; ``active`` pauses evaluation (e.g. a standby peer)."""
+        last_start = -math.inf
         try:
             while True:
                 self.loop_beat = time.monotonic()
@@ -258,7 +262,11 @@ class Evaluator:
                 self._wake.clear()
                 try:
                     if active():
-                        self.start_due()
+                        # At most one round per tick: a wake (a unit done, a gate changed) must
+                        # not start a round of the few SLOs that happen to be free right then.
+                        if time.monotonic() - last_start >= self.settings.tick_s:
+                            last_start = time.monotonic()
+                            self.start_due()
                         if self.after_tick is not None:
                             await self.after_tick(self.clock(), woken)
                 except asyncio.CancelledError:
