@@ -128,7 +128,7 @@ def test_last_seen_blocking_stays_blocking_while_unknown(
     assert v.reasons[0].startswith("a: last seen blocking (error budget exhausted (-100%)")
     assert now_unknown in v.reasons[0]
     assert "until fresh data says otherwise" in v.reasons[0]
-    assert v.objectives[0].blocking and v.objectives[0].sticky
+    assert v.objectives[0].blocking and v.objectives[0].unknown is not None
 
 
 def remembered(**over: Any) -> dict[tuple[str, str], Remembered]:

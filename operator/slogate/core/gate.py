@@ -60,10 +60,6 @@ class ObjectiveVerdict:
         parts = [p for p in (self.numbers, self.unknown) if p]
         return ", ".join(parts) or (self.risk or "unknown")
 
-    @property
-    def sticky(self) -> bool:
-        return self.blocking and self.unknown is not None
-
     def as_status(self) -> dict[str, Any]:
         return {
             "name": self.name,
