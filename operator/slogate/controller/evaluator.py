@@ -254,7 +254,6 @@ class Evaluator:
 
     async def run(self, active: Callable[[], bool] = lambda: True) -> None:
         """Evaluate due SLOs forever; ``active`` pauses evaluation (e.g. a standby peer)."""
-        last_start = -math.inf
         try:
             while True:
                 self.loop_beat = time.monotonic()
@@ -262,11 +261,7 @@ class Evaluator:
                 self._wake.clear()
                 try:
                     if active():
-                        # At most one round per tick: a wake (a unit done, a gate changed) must
-                        # not start a round of the few SLOs that happen to be free right then.
-                        if time.monotonic() - last_start >= self.settings.tick_s:
-                            last_start = time.monotonic()
-                            self.start_due()
+                        self.start_due()
                         if self.after_tick is not None:
                             await self.after_tick(self.clock(), woken)
                 except asyncio.CancelledError:
@@ -274,11 +269,18 @@ class Evaluator:
                 except Exception:  # a bug must not stop every SLO's evaluation; log and go on
                     log.exception("evaluation round failed")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.tick_s)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._until_due())
         finally:
             for task in list(self._units):
                 task.cancel()
             await asyncio.gather(*self._units, return_exceptions=True)
+
+    def _until_due(self) -> float:
+        """Seconds until the next SLO falls due (just past it, so that the round starts on its
+        grid second), at most ``tick_s``."""
+        free = (e.next_due for e in self.entries.values() if e.key not in self._busy)
+        wait = min(free, default=math.inf) - self.clock() + 0.01
+        return min(max(wait, 0.0), self.settings.tick_s)
 
     async def tick(self) -> TickStats:
         """Start every due unit and wait for all of them: one whole round (tests, benchmarks)."""
