@@ -9,20 +9,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-APT_PACKAGES := prometheus
+APT_PACKAGES := prometheus prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
 .PHONY: test lint unit integration demo crds docs deps tools venv bench clean
 
 test: deps venv tools lint
-	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m pytest -p no:cacheprovider $(ARGS)
+	SLOGATE_BIN_DIR="$$(tools/build.sh)" SLOGATE_CRD_DIR="$$(tools/crds.sh)" $(PY) -m pytest -p no:cacheprovider $(ARGS)
 
 unit: venv
 	$(PY) -m pytest -p no:cacheprovider tests/unit $(ARGS)
 
 integration: deps venv tools
-	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m pytest -p no:cacheprovider tests/integration $(ARGS)
+	SLOGATE_BIN_DIR="$$(tools/build.sh)" SLOGATE_CRD_DIR="$$(tools/crds.sh)" $(PY) -m pytest -p no:cacheprovider tests/integration $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -59,6 +59,7 @@ $(STAMP): pyproject.toml
 
 tools:
 	@tools/build.sh >/dev/null
+	@tools/crds.sh >/dev/null
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -71,6 +71,58 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """The Prometheus rules the controller keeps, as one plain rule file."""
+    from pydantic import ValidationError
+
+    from slogate.core.alertrules import backfill_group, rule_file, rule_group, wanted
+    from slogate.core.objective import SloSpec
+    from slogate.core.resources import SLO_KIND
+
+    groups: list[dict[str, Any]] = []
+    bad = found = 0
+    for doc in load_documents(args.paths):
+        if doc.error is not None:
+            bad += 1
+            print(f"{doc.source}: {doc.error}", file=sys.stderr)
+            continue
+        body = doc.body if isinstance(doc.body, dict) else {}
+        if body.get("kind") != SLO_KIND.kind or not str(body.get("apiVersion", "")).startswith(
+            "slogate.dev/"
+        ):
+            continue
+        found += 1
+        meta = body.get("metadata") or {}
+        name = meta.get("name", "?")
+        errors = field_errors(body)
+        try:
+            spec = SloSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            errors = errors or ["spec is not valid"]
+        if errors:
+            bad += 1
+            for line in errors:
+                print(f"{doc.source}: {name}: {line}", file=sys.stderr)
+            continue
+        if wanted(spec):
+            make = backfill_group if args.backfill else rule_group
+            groups.append(make(meta.get("namespace") or args.namespace, name, spec))
+    if found == 0:
+        print("error: no ServiceLevelObjective manifests found", file=sys.stderr)
+        return 1
+    if bad:
+        # A partial rule file would silently drop some SLOs' alerts.
+        print(f"error: {bad} manifest(s) invalid; no rules written", file=sys.stderr)
+        return 1
+    text = dump_yaml(rule_file(groups))
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    print(f"{len(groups)} rule group(s) from {found} SLO(s)", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from slogate.localenv.demo import run_demo
 
@@ -187,6 +239,36 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="/healthz fails when the evaluation loop has not gone round for this long",
     )
+    r = p.add_argument_group("Prometheus rules (one PrometheusRule per SLO)")
+    r.add_argument(
+        "--prometheus-rules",
+        choices=("on", "off"),
+        default=_env("SLOGATE_PROMETHEUS_RULES", "on"),
+        help="keep a PrometheusRule with recording and burn-rate alerting rules for every SLO "
+        "(default on; env SLOGATE_PROMETHEUS_RULES)",
+    )
+    r.add_argument(
+        "--prometheus-rule-label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label on every PrometheusRule, for a Prometheus Operator ruleSelector (repeatable)",
+    )
+    r.add_argument(
+        "--prometheus-rule-interval",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="evaluation interval of the generated rule groups (default 30)",
+    )
+    r.add_argument(
+        "--prometheus-rule-resync",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="list the PrometheusRules this often and restore any changed or deleted by hand "
+        "(default 300; without the CRD, look for it at most every 60)",
+    )
     p.add_argument(
         "--peering",
         default=None,
@@ -272,6 +354,16 @@ def prometheus_config(args: argparse.Namespace) -> PrometheusConfig:
     )
 
 
+def _key_values(items: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
 def controller_options(args: argparse.Namespace) -> Any:
     from slogate.controller.app import ControllerOptions
     from slogate.controller.evaluator import EvaluatorSettings
@@ -296,6 +388,10 @@ def controller_options(args: argparse.Namespace) -> Any:
         max_clients=args.prometheus_max_clients,
         stale_after_s=args.stale_after,
         liveness_after_s=args.liveness_after,
+        prometheus_rules=args.prometheus_rules == "on",
+        rule_labels=_key_values(args.prometheus_rule_label, "--prometheus-rule-label"),
+        rule_interval_s=args.prometheus_rule_interval,
+        rule_resync_s=args.prometheus_rule_resync,
     )
 
 
@@ -406,6 +502,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests offline (files or directories)")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("rules", help="print the SLOs' Prometheus rules as a plain rule file")
+    p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument(
+        "-n", "--namespace", default="default", help="for manifests without metadata.namespace"
+    )
+    p.add_argument("-o", "--out", help="file to write instead of standard output")
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="only the 5-minute records long windows derive from, for promtool's rule backfill",
+    )
+    p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("controller", help="evaluate SLOs against Prometheus and write status")
     add_common_flags(p, metrics_help="/metrics port; 0 disables")

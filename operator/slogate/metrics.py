@@ -222,6 +222,11 @@ status_writes = Counter(
     ("kind",),
     registry=REGISTRY,
 )
+rule_writes = Counter(
+    "slogate_prometheus_rule_writes_total",
+    "PrometheusRule objects created or updated (only when their content changed).",
+    registry=REGISTRY,
+)
 prometheus_requests = Counter(
     "slogate_prometheus_requests_total",
     "HTTP requests to Prometheus by outcome.",

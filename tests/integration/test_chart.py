@@ -4,7 +4,9 @@ running under exactly the RBAC the chart grants.
 Rendering is `helm template` (no cluster); what the API server thinks of the result is asked of
 the real kube-apiserver with `kubectl apply --dry-run=server`. cert-manager and
 prometheus-operator are not installed in the test cluster, so minimal stand-in CRDs for their
-kinds (schema: anything goes) let the dry-run check everything else in those manifests.
+kinds (schema: anything goes) let the dry-run check everything else in those manifests; the
+PrometheusRule CRD is the Prometheus Operator's own (tools/crds.sh), since the controller writes
+PrometheusRules and the chart renders one.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from slogate.localenv.binaries import tool
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.processes import Process, free_port, wait_until
+from tests.conftest import third_party_crds
 
 pytestmark = pytest.mark.cluster
 
@@ -61,6 +64,12 @@ EVERYTHING_ON: dict[str, Any] = {
         },
     },
     "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "selfAlerts": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "prometheusRules": {
+        "labels": {"release": "kube-prometheus-stack", "app.kubernetes.io/part-of": "slogate"},
+        "intervalSeconds": 60,
+        "resyncSeconds": 120,
+    },
     "grafanaDashboard": {"enabled": True},
     "prometheus": {
         "bearerToken": {"existingSecret": "prometheus-token"},
@@ -334,6 +343,13 @@ def test_helm_lint_is_clean(values: dict[str, Any], extra: tuple[str, ...]) -> N
             {"webhook": {"networkPolicy": {"metricsFrom": [{"pods": {}}]}}},
             "/webhook/networkPolicy/metricsFrom/0",
         ),
+        ({"prometheusRules": {"intervalSeconds": 0}}, "/prometheusRules/intervalSeconds"),
+        ({"prometheusRules": {"intervalSeconds": 1.5}}, "/prometheusRules/intervalSeconds"),
+        ({"prometheusRules": {"resyncSeconds": 1}}, "/prometheusRules/resyncSeconds"),
+        ({"prometheusRules": {"labels": {"release": 1}}}, "/prometheusRules/labels/release"),
+        # A key the API server refuses would fail the write of every SLO's PrometheusRule.
+        ({"prometheusRules": {"labels": {"team a": "x"}}}, "team a"),
+        ({"selfAlerts": {"enable": True}}, "enable"),
     ],
     ids=[
         "timeout-10",
@@ -357,6 +373,12 @@ def test_helm_lint_is_clean(values: dict[str, Any], extra: tuple[str, ...]) -> N
         "client-ca-typo",
         "cidr-without-prefix",
         "metrics-peer-unknown-key",
+        "rule-interval-0",
+        "rule-interval-fraction",
+        "rule-resync-tiny",
+        "rule-label-not-a-string",
+        "rule-label-bad-key",
+        "self-alerts-typo",
     ],
 )
 def test_values_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -460,16 +482,21 @@ STAND_INS = [
 ]
 
 
+PROMETHEUS_RULE_CRD = "prometheusrules.monitoring.coreos.com"
+
+
 def install_chart_crds(cp: ControlPlane, stand_ins: bool = True) -> None:
     docs = [*STAND_INS] if stand_ins else []
-    # --force-conflicts: other test modules may have created kopf's peering CRD already.
-    applied = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    assert applied.returncode == 0, applied.stderr
+    # --force-conflicts: other test modules may have created kopf's peering CRD (or the
+    # PrometheusRule one) already.
+    for path in (CHART / "crds", third_party_crds() / "monitoring.coreos.com_prometheusrules.yaml"):
+        applied = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        assert applied.returncode == 0, applied.stderr
     if docs:
         text = "\n---\n".join(yaml.safe_dump(d) for d in docs)
         applied = cp.kubectl("apply", "--server-side", "-f", "-", input=text)
         assert applied.returncode == 0, applied.stderr
-    names = ["clusterkopfpeerings.kopf.dev"]
+    names = ["clusterkopfpeerings.kopf.dev", PROMETHEUS_RULE_CRD]
     names += [d["metadata"]["name"] for d in docs]
     waited = cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", *names)
     assert waited.returncode == 0, waited.stderr
@@ -483,9 +510,22 @@ def fresh_namespace(cp: ControlPlane, prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def chart_cluster(control_plane: ControlPlane) -> ControlPlane:
+def chart_cluster(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    found = control_plane.kubectl(
+        "get", "crd", PROMETHEUS_RULE_CRD, "-o", "jsonpath={.metadata.deletionTimestamp}"
+    )
+    had_rules_crd = found.returncode == 0 and not found.stdout.strip()
+    if found.returncode == 0 and found.stdout.strip():
+        # Another module's teardown is still removing it: applying now would not stop that.
+        gone = control_plane.kubectl(
+            "wait", "--for=delete", f"crd/{PROMETHEUS_RULE_CRD}", "--timeout=60s"
+        )
+        assert gone.returncode == 0, gone.stderr
     install_chart_crds(control_plane)
-    return control_plane
+    yield control_plane
+    # Other modules' controllers run without the CRD, as most installs would: leave it as found.
+    if not had_rules_crd:
+        control_plane.kubectl("delete", "crd", PROMETHEUS_RULE_CRD, "--wait=false")
 
 
 @pytest.mark.parametrize(
@@ -522,7 +562,11 @@ def test_rendered_chart_passes_server_side_dry_run(
     else:
         expected.add("secret")
     if values is EVERYTHING_ON:
-        expected |= {"servicemonitor.monitoring.coreos.com", "configmap"}
+        expected |= {
+            "servicemonitor.monitoring.coreos.com",
+            "prometheusrule.monitoring.coreos.com",
+            "configmap",
+        }
     if values is EVERYTHING_ON or extra is STRICT:
         expected.add("networkpolicy.networking.k8s.io")
     assert expected <= kinds, result.stdout
@@ -588,7 +632,12 @@ def _rules(*spec: tuple[str, list[str], list[str]]) -> set[Rule]:
 
 
 SLO_GATE = ["servicelevelobjectives", "releasegates"]
-CONTROLLER_RULES = _rules(
+# One PrometheusRule per SLO, re-listed every resync and never watched; only with
+# prometheusRules.enabled.
+PROMETHEUS_RULE_RULES = _rules(
+    ("monitoring.coreos.com", ["prometheusrules"], ["get", "list", "create", "patch", "delete"])
+)
+CONTROLLER_RULES = PROMETHEUS_RULE_RULES | _rules(
     ("slogate.dev", SLO_GATE, ["get", "list", "watch", "patch"]),
     ("slogate.dev", [f"{r}/status" for r in SLO_GATE], ["get", "patch"]),
     ("", ["events"], ["create"]),
@@ -632,6 +681,15 @@ def test_no_role_has_wildcards_or_touches_secrets(values: dict[str, Any]) -> Non
 def test_controller_role_is_exactly_what_the_controller_calls() -> None:
     docs = render()
     assert rules_of(only(docs, "ClusterRole", "slogate-controller")) == CONTROLLER_RULES
+
+
+def test_without_prometheus_rules_the_controller_may_not_touch_them() -> None:
+    docs = render({"prometheusRules": {"enabled": False, "labels": {"release": "kps"}}})
+    role = only(docs, "ClusterRole", "slogate-controller")
+    assert rules_of(role) == CONTROLLER_RULES - PROMETHEUS_RULE_RULES
+    args = args_of(controller_of(docs))
+    assert flag_values(args, "--prometheus-rules") == ["off"]
+    assert not [a for a in args if a.startswith("--prometheus-rule-")]
 
 
 def test_webhook_role_is_exactly_what_the_webhook_calls() -> None:
@@ -929,8 +987,29 @@ def test_the_command_line_takes_what_the_chart_passes(
     assert list(webhook.cluster_controllers) == admission.get(
         "clusterControllers", DEPLOYMENT_CONTROLLERS
     )
+    rules = {**values.get("prometheusRules", {})}
+    assert controller.prometheus_rules is rules.get("enabled", True)
+    assert controller.rule_labels == rules.get("labels", {})
+    assert controller.rule_interval_s == rules.get("intervalSeconds", 30)
+    assert controller.rule_resync_s == rules.get("resyncSeconds", 300)
     with_ca = values is EVERYTHING_ON or extra is STRICT
     assert webhook.client_ca_file == ("/etc/slogate/client-ca/ca.crt" if with_ca else None)
+
+
+def test_prometheus_rule_settings_reach_the_controller_args() -> None:
+    args = args_of(controller_of(render()))
+    assert flag_values(args, "--prometheus-rules") == ["on"]
+    assert "--prometheus-rule-label" not in args
+    assert flag_values(args, "--prometheus-rule-interval") == ["30"]
+    assert flag_values(args, "--prometheus-rule-resync") == ["300"]
+    args = args_of(controller_of(render(EVERYTHING_ON)))
+    # One flag per label, sorted by key: the pod spec does not change between renders.
+    assert flag_values(args, "--prometheus-rule-label") == [
+        "app.kubernetes.io/part-of=slogate",
+        "release=kube-prometheus-stack",
+    ]
+    assert flag_values(args, "--prometheus-rule-interval") == ["60"]
+    assert flag_values(args, "--prometheus-rule-resync") == ["120"]
 
 
 @pytest.mark.parametrize("source", ["existingConfigMap", "existingSecret"])
@@ -1289,6 +1368,183 @@ def test_service_monitor_scrapes_both_roles() -> None:
     assert sorted(selected) == ["slogate-controller", "slogate-webhook"]
 
 
+SELF_ALERTS: dict[str, Any] = {
+    "selfAlerts": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "serviceMonitor": {"enabled": True},
+}
+SEVERITIES = {
+    "SlogateControllerDown": "page",
+    "SlogateEvaluationsStale": "page",
+    "SlogateWebhookDown": "page",
+    "SlogateUnrecordedRefusals": "ticket",
+    "SlogateEvaluationFailures": "ticket",
+}
+
+
+def self_alert_rules(namespace: str = "ops") -> list[dict[str, Any]]:
+    """spec.groups of the self-alert PrometheusRule: a plain Prometheus rule file's groups."""
+    docs = render(SELF_ALERTS, namespace)
+    rule = only(docs, "PrometheusRule")
+    groups: list[dict[str, Any]] = rule["spec"]["groups"]
+    return groups
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("promtool"), *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def test_self_alerts_are_off_by_default() -> None:
+    for values in (
+        {},
+        {"serviceMonitor": {"enabled": True}},
+        {**EVERYTHING_ON, "selfAlerts": {"enabled": False}},
+    ):
+        assert not [d for d in render(values) if d["kind"] == "PrometheusRule"]
+
+
+def test_self_alerts_watch_this_release_and_tell_what_to_check() -> None:
+    docs = render(SELF_ALERTS, namespace="ops")
+    rule = only(docs, "PrometheusRule")
+    meta = rule["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("slogate-self", "ops")
+    assert meta["labels"]["release"] == "kube-prometheus-stack"
+    assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+    (group,) = rule["spec"]["groups"]
+    assert group["name"] == "slogate-self"
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert {name: r["labels"]["severity"] for name, r in alerts.items()} == SEVERITIES
+    for name, r in alerts.items():
+        assert 'namespace="ops"' in r["expr"], name
+        assert r["annotations"]["summary"] and r["annotations"]["description"], name
+        assert "kubectl -n ops logs deploy/slogate-" in r["annotations"]["description"], name
+    # The Service the webhook alert names is the webhook's, and the ServiceMonitor scrapes it:
+    # the Prometheus Operator's `service` target label is that Service's name.
+    webhook_svc = only(docs, "Service", "slogate-webhook")
+    assert f'service="{webhook_svc["metadata"]["name"]}"' in alerts["SlogateWebhookDown"]["expr"]
+    selector = only(docs, "ServiceMonitor")["spec"]["selector"]
+    assert selector["matchLabels"].items() <= webhook_svc["metadata"]["labels"].items()
+
+
+def test_self_alerts_pass_promtool(tmp_path: Path) -> None:
+    path = tmp_path / "self-alerts.yaml"
+    path.write_text(yaml.safe_dump({"groups": self_alert_rules()}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout, result.stdout
+
+
+def _expected(alert: str, groups: list[dict[str, Any]], **labels: str) -> dict[str, Any]:
+    rule = next(r for r in groups[0]["rules"] if r["alert"] == alert)
+    return {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": rule["annotations"]}
+
+
+def _series(metric: str, labels: str, values: str) -> dict[str, str]:
+    return {"series": f"{metric}{{{labels}}}", "values": values}
+
+
+def test_self_alerts_fire_when_slogate_fails_and_stay_quiet_when_it_works(
+    tmp_path: Path,
+) -> None:
+    """`promtool test rules` against series labelled as the Prometheus Operator's scrape labels
+    them: `namespace` and `service` are the target's, slogate's own `namespace` and `service`
+    labels become `exported_namespace` and `exported_service`."""
+    groups = self_alert_rules("ops")
+    c0 = 'namespace="ops", service="slogate-controller", pod="c-0"'
+    c1 = 'namespace="ops", service="slogate-controller", pod="c-1"'
+    w0 = 'namespace="ops", service="slogate-webhook", pod="w-0"'
+    w1 = 'namespace="ops", service="slogate-webhook", pod="w-1"'
+    failed = f'{c0}, reason="PrometheusUnreachable"'
+    active = [
+        _series("slogate_controller_active", c0, "1x60"),
+        _series("slogate_controller_active", c1, "0x60"),
+    ]
+    an_slo = _series(
+        "slogate_slo_target",
+        f'{c0}, exported_namespace="shop", name="checkout", exported_service="checkout"',
+        "0.999x60",
+    )
+    webhook_up = [_series("up", w0, "1x60"), _series("up", w1, "1x60")]
+    # Another release's controller, down: not this release's business.
+    elsewhere = _series("slogate_controller_active", 'namespace="other"', "0x60")
+
+    def firing(alert: str, at: str, **labels: str) -> dict[str, Any]:
+        return {
+            "eval_time": at,
+            "alertname": alert,
+            "exp_alerts": [_expected(alert, groups, **labels)],
+        }
+
+    def quiet(*alerts: str, at: str = "50m") -> list[dict[str, Any]]:
+        return [{"eval_time": at, "alertname": a, "exp_alerts": []} for a in alerts]
+
+    scenarios = [
+        (  # one active replica evaluating, the webhook up, nothing pending or failing
+            [
+                *active,
+                an_slo,
+                *webhook_up,
+                elsewhere,
+                _series("slogate_evaluations_total", c0, "0+6x60"),
+                _series("slogate_evaluations_total", c1, "0x60"),
+                _series("slogate_webhook_unrecorded_refusals", w0, "0x60"),
+                _series("slogate_evaluation_failures_total", failed, "3x60"),
+            ],
+            quiet(*SEVERITIES),
+        ),
+        (  # nothing of this release is scraped at all
+            [elsewhere],
+            [
+                firing("SlogateControllerDown", "10m", namespace="ops"),
+                firing("SlogateWebhookDown", "10m", namespace="ops", service="slogate-webhook"),
+                *quiet("SlogateEvaluationsStale", at="10m"),
+            ],
+        ),
+        (  # controller pods run but none is active (peering stuck); webhook pods not up
+            [
+                _series("slogate_controller_active", c0, "0x60"),
+                _series("up", w0, "0x60"),
+                _series("up", w1, "0x60"),
+            ],
+            [firing("SlogateControllerDown", "10m"), firing("SlogateWebhookDown", "10m")],
+        ),
+        (  # an active controller whose evaluations stopped, refusals piling up, SLOs failing
+            [
+                *active,
+                an_slo,
+                *webhook_up,
+                _series("slogate_evaluations_total", c0, "40x60"),
+                _series("slogate_webhook_unrecorded_refusals", w0, "0 0 4x60"),
+                _series("slogate_evaluation_failures_total", failed, "0+2x60"),
+            ],
+            [
+                *quiet(*SEVERITIES, at="5m"),
+                firing("SlogateEvaluationsStale", "25m"),
+                firing("SlogateUnrecordedRefusals", "10m"),
+                firing("SlogateEvaluationFailures", "50m"),
+                *quiet("SlogateControllerDown", "SlogateWebhookDown"),
+            ],
+        ),
+        (  # an active controller with no SLOs to evaluate: nothing is wrong
+            [*active, *webhook_up, _series("slogate_evaluations_total", c0, "0x60")],
+            quiet(*SEVERITIES),
+        ),
+    ]
+    rules = tmp_path / "self-alerts.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}))
+    tests = [
+        {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+        for series, checks in scenarios
+    ]
+    spec = tmp_path / "self-alerts-test.yaml"
+    spec.write_text(
+        yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests})
+    )
+    result = promtool("test", "rules", str(spec))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- the real processes under the chart's RBAC --------------------------------------------------
 #
 # A control plane of its own: a cluster-wide controller would otherwise evaluate (and write the
@@ -1425,6 +1681,13 @@ class ChartInstall:
         ]
         return bool(ready) and ready[0]["reason"] == "PrometheusUnreachable"
 
+    def rules_written(self) -> bool:
+        """The SLO's PrometheusRule exists (the PrometheusRule CRD is the real one)."""
+        got = self.cp.kubectl(
+            "get", "prometheusrule", "-n", self.app_ns, "slogate-checkout-availability"
+        )
+        return got.returncode == 0
+
     def gate_decided(self) -> bool:
         gate = self.cp.get_json("releasegate", "-n", self.app_ns, "checkout")
         return bool((gate.get("status") or {}).get("decision"))
@@ -1461,6 +1724,10 @@ def test_service_accounts_may_do_what_the_chart_says_and_no_more(isolated: Contr
         ("slogate-controller", "get", "secrets", "no"),
         ("slogate-controller", "update", "servicelevelobjectives.slogate.dev", "no"),
         ("slogate-controller", "list", "deployments.apps", "no"),
+        ("slogate-controller", "create", "prometheusrules.monitoring.coreos.com", "yes"),
+        ("slogate-controller", "delete", "prometheusrules.monitoring.coreos.com", "yes"),
+        ("slogate-controller", "watch", "prometheusrules.monitoring.coreos.com", "no"),
+        ("slogate-controller", "update", "prometheusrules.monitoring.coreos.com", "no"),
         ("slogate-webhook", "create", "subjectaccessreviews.authorization.k8s.io", "yes"),
         ("slogate-webhook", "patch", "releasegates.slogate.dev/status", "yes"),
         ("slogate-webhook", "patch", "servicelevelobjectives.slogate.dev/status", "no"),
@@ -1474,6 +1741,7 @@ def test_service_accounts_may_do_what_the_chart_says_and_no_more(isolated: Contr
         ("slogate-webhook", "list", "namespaces", "no"),
         ("slogate-webhook", "list", "customresourcedefinitions.apiextensions.k8s.io", "no"),
         ("slogate-webhook", "override", "releasegates.slogate.dev", "no"),
+        ("slogate-webhook", "list", "prometheusrules.monitoring.coreos.com", "no"),
     ]:
         kind, _, subresource = resource.partition("/")
         extra = ["--subresource", subresource] if subresource else []
@@ -1534,6 +1802,7 @@ def test_controller_and_webhook_work_under_the_charts_rbac(isolated: ControlPlan
         first, first_port = install.controller()
         wait_until(install.slo_reported, first, 60, "the SLO's status said Prometheus is down")
         wait_until(install.gate_decided, first, 60, "the gate's status carried a decision")
+        wait_until(install.rules_written, first, 60, "the SLO's PrometheusRule was written")
 
         # The second replica joins; the one with the higher (random) priority works from now.
         second, second_port = install.controller()
@@ -1566,6 +1835,7 @@ def test_namespaced_controller_works_under_the_charts_rbac(isolated: ControlPlan
     try:
         proc, _ = install.controller()
         wait_until(install.slo_reported, proc, 15, "the SLO's status said Prometheus is down")
+        wait_until(install.rules_written, proc, 30, "the SLO's PrometheusRule was written")
         install.assert_nothing_forbidden()
     finally:
         install.stop()

@@ -17,11 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from slogate import metrics
 from slogate.controller import evaluator as ev_module
 from slogate.controller import memory
-from slogate.controller.entries import BUDGET_GRID_S, BudgetSamples, SloEntry, history_span_s
+from slogate.controller.entries import BUDGET_GRID_S, BudgetSamples, SloEntry
 from slogate.controller.evaluator import Evaluator, EvaluatorSettings, _shift_in
 from slogate.core.durations import format_duration
 from slogate.core.increments import bucket_end
 from slogate.core.objective import SloSpec
+from slogate.core.policy import history_span_s
 from slogate.core.slo import SloInput, evaluate, stack
 from slogate.core.slo.inputs import SloBatch
 from slogate.core.slo.rules import BurnRule

@@ -5,12 +5,14 @@ from typing import Any
 from slogate.core.slo.evaluate import Forecast, Recommendation, SloResult
 from slogate.core.status import (
     Problem,
+    RulesCondition,
     coarse_time,
     evaluated_status,
     failed_status,
     heartbeat_phase,
     needs_write,
     transitions,
+    with_rules_condition,
 )
 
 NOW = 1_800_000_000.0
@@ -146,3 +148,32 @@ def test_coarse_time_grain_grows_with_distance() -> None:
     assert coarse_time(NOW + 1234, NOW) % 60 == 0
     assert coarse_time(NOW + 7 * 3600 + 123, NOW) % 600 == 0
     assert coarse_time(NOW + 5 * 86400 + 1800 + 7, NOW) % 3600 == 0
+
+
+def test_rules_condition_is_kept_across_evaluations_and_told_once() -> None:
+    missing = RulesCondition("False", "PrometheusRuleCRDMissing", "install the CRD")
+    first = with_rules_condition(
+        evaluated_status(result(), None, generation=1, now=NOW, problems=[]), missing, NOW, 1
+    )
+    assert conds(first)["RulesReady"] == "False"
+    assert [e.reason for e in transitions(None, first)] == ["PrometheusRuleCRDMissing"]
+    # The next evaluation copies the condition; re-applying the same one tells nobody again.
+    again = with_rules_condition(
+        evaluated_status(result(), first, generation=1, now=NOW + 30, problems=[]),
+        missing,
+        NOW + 30,
+        1,
+    )
+    assert transitions(first, again) == []
+    assert not needs_write(first, again, last_write=NOW, now=NOW + 30)
+    written = RulesCondition("True", "RulesWritten", "current")
+    ok = with_rules_condition(again, written, NOW + 60, 1)
+    assert conds(ok)["RulesReady"] == "True"
+    assert transitions(again, ok) == []
+    flipped = next(c for c in ok["conditions"] if c["type"] == "RulesReady")
+    assert (
+        flipped["lastTransitionTime"]
+        != next(c for c in again["conditions"] if c["type"] == "RulesReady")["lastTransitionTime"]
+    )
+    # Rules turned off: the condition goes away instead of standing stale.
+    assert "RulesReady" not in conds(with_rules_condition(ok, None, NOW + 90, 2))

@@ -30,6 +30,8 @@ from slogate.controller.gates import GateKeeper
 from slogate.controller.kube import KubeSink
 from slogate.controller.memory import Trimmer, limit_arenas
 from slogate.controller.peering import LIFETIME_S, PeeringMonitor
+from slogate.controller.rules import RulesKeeper
+from slogate.core.alertrules import RuleOptions
 from slogate.core.gate import DEFAULT_STALE_AFTER_S, SloView
 from slogate.core.objective import SloSpec
 from slogate.core.releasegate import GateSpec
@@ -66,6 +68,12 @@ class ControllerOptions:
     # /healthz fails when the evaluation loop has not gone round for this long (a wedged event
     # loop or a dead evaluator): a restart is the cure. One broken SLO never fails it.
     liveness_after_s: float = 120.0
+    # One PrometheusRule per SLO (recording and burn-rate alerting rules), labelled for a
+    # Prometheus Operator ruleSelector.
+    prometheus_rules: bool = True
+    rule_labels: dict[str, str] = field(default_factory=dict)
+    rule_interval_s: int = 30
+    rule_resync_s: float = 300.0
 
 
 class Controller:
@@ -82,7 +90,9 @@ class Controller:
         )
         self.sink: KubeSink | None = None
         self.evaluator: Evaluator | None = None
+        self.rules: RulesKeeper | None = None
         self.task: asyncio.Task[None] | None = None
+        self.rules_task: asyncio.Task[None] | None = None
         self.peering_task: asyncio.Task[None] | None = None
         # A random priority unless given: of several replicas exactly one is active (kopf
         # pauses all replicas that tie).
@@ -173,13 +183,27 @@ class Controller:
             api = api_client()
             self.sink = KubeSink(api)
             self.gates.attach(api)
+            if self.options.prometheus_rules:
+                self.rules = RulesKeeper(
+                    api,
+                    labels=self.options.rule_labels,
+                    options=RuleOptions(interval_s=self.options.rule_interval_s),
+                    namespaces=self.options.namespaces,
+                    resync_s=self.options.rule_resync_s,
+                    probe_s=min(60.0, self.options.rule_resync_s),
+                    on_change=lambda: self.evaluator.wake() if self.evaluator else None,
+                )
             self.evaluator = Evaluator(
                 self.pool.get,
                 self.sink,
                 self.options.evaluator,
                 on_tick=self._on_tick,
                 after_tick=self._refresh_gates,
+                rules_condition=self.rules.condition if self.rules else None,
             )
+            if self.rules is not None:
+                active = (lambda: True) if self.options.peering is None else self.peering
+                self.rules_task = asyncio.create_task(self.rules.run(active), name="slogate-rules")
             if self.options.peering is None:
                 metrics.controller_active.set(1.0)
                 self.task = asyncio.create_task(self.evaluator.run(), name="slogate-evaluator")
@@ -192,7 +216,7 @@ class Controller:
 
         @kopf.on.cleanup(registry=reg)
         async def cleanup(**_: Any) -> None:
-            for task in (self.task, self.peering_task):
+            for task in (self.task, self.peering_task, self.rules_task):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
@@ -208,6 +232,8 @@ class Controller:
                 meta = body["metadata"]
                 if self.evaluator is not None:
                     self.evaluator.remove((meta["namespace"], meta["name"]))
+                if self.rules is not None:
+                    self.rules.remove((meta["namespace"], meta["name"]))
                 metrics.forget_slo(meta["namespace"], meta["name"])
                 return
             await self._accept(dict(body))
@@ -266,6 +292,11 @@ class Controller:
             errors = field_errors({**body, "apiVersion": f"{GROUP}/{VERSION}"})
             await self._report_invalid(body, Problem("InvalidSpec", "; ".join(errors)[:1000]))
             return
+        if self.rules is not None:
+            # Rules need no Prometheus answer: kept even while the SLO cannot be evaluated.
+            self.rules.upsert(
+                meta["namespace"], meta["name"], meta.get("uid", ""), meta.get("generation"), spec
+            )
         try:
             self.evaluator.upsert(body, spec)
         except ValueError as exc:

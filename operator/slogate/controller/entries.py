@@ -8,7 +8,6 @@ record, and history is rebuilt from Prometheus by one range query.
 
 from __future__ import annotations
 
-import functools
 import math
 from array import array
 from dataclasses import dataclass, field
@@ -19,8 +18,9 @@ import numpy.typing as npt
 
 from slogate.core.durations import parse_duration
 from slogate.core.objective import SloSpec
+from slogate.core.policy import history_span_s, rules_for, windows_for
 from slogate.core.promql import EventQueries, event_queries
-from slogate.core.slo.rules import BurnRule, default_rules
+from slogate.core.slo.rules import BurnRule
 from slogate.core.status import Problem
 
 FloatArray = npt.NDArray[np.float64]
@@ -30,12 +30,8 @@ FloatArray = npt.NDArray[np.float64]
 HistArray = npt.NDArray[np.float32]
 HIST_DTYPE = np.float32
 
-#: Burn rates shown in status even when no rule reads them (DESIGN's example status).
-DISPLAY_WINDOWS_S = (300, 1800, 3600, 7200, 21600, 86400, 3 * 86400)
 BUDGET_GRID_S = 300  # least-squares fallback samples: one per 5 minutes ...
 BUDGET_SAMPLES = 288  # ... over the last day
-NOMINAL_PERIOD_S = {"week": 7 * 86400, "month": 30 * 86400, "quarter": 91 * 86400}
-MAX_PERIOD_S = {"week": 7 * 86400, "month": 31 * 86400, "quarter": 92 * 86400}
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -93,41 +89,6 @@ class BudgetSamples:
             out[lo - first_slot : hi - first_slot] = self.values[lo - self.first : hi - self.first]
 
 
-def rules_for(spec: SloSpec) -> tuple[BurnRule, ...]:
-    if spec.alerting is not None:
-        return tuple(
-            BurnRule(
-                name=r.name,
-                long_s=parse_duration(r.long),
-                short_s=parse_duration(r.short),
-                burn_rate=r.burn_rate,
-                severity=r.severity,
-            )
-            for r in spec.alerting.rules
-        )
-    return _default_rules(nominal_window_s(spec))
-
-
-@functools.lru_cache(maxsize=64)
-def _default_rules(window_s: int) -> tuple[BurnRule, ...]:
-    # One shared (immutable) tuple per window length rather than one per SLO.
-    return default_rules(window_s)
-
-
-def nominal_window_s(spec: SloSpec) -> int:
-    """The window the burn-rate factors are scaled to: the rolling window or the period."""
-    if spec.calendar is not None:
-        return NOMINAL_PERIOD_S[spec.calendar.period]
-    return spec.window_seconds
-
-
-def history_span_s(spec: SloSpec) -> int:
-    """How far back the per-interval history must reach for this SLO."""
-    if spec.calendar is not None:
-        return MAX_PERIOD_S[spec.calendar.period]
-    return spec.window_seconds
-
-
 @dataclass(slots=True)
 class SloEntry:
     namespace: str
@@ -179,14 +140,6 @@ class SloEntry:
     @property
     def interval_s(self) -> int:
         return parse_duration(self.spec.evaluation.interval)
-
-
-def windows_for(spec: SloSpec, rules: tuple[BurnRule, ...]) -> tuple[int, ...]:
-    span = history_span_s(spec)
-    wanted = {w for w in DISPLAY_WINDOWS_S if w <= span}
-    for rule in rules:
-        wanted.update((rule.long_s, rule.short_s))
-    return tuple(sorted(wanted))
 
 
 def new_entry(body: dict[str, Any], spec: SloSpec, previous: SloEntry | None) -> SloEntry:

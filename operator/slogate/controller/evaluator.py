@@ -51,13 +51,12 @@ from slogate.controller.entries import (
     HistArray,
     Key,
     SloEntry,
-    history_span_s,
     new_entry,
-    nominal_window_s,
 )
 from slogate.core.durations import format_duration
 from slogate.core.increments import bucket_end, window_sums
 from slogate.core.objective import SloSpec
+from slogate.core.policy import history_span_s, nominal_window_s
 from slogate.core.promql import (
     QUERY_LABEL,
     batch,
@@ -73,11 +72,13 @@ from slogate.core.slo.recommend import dependency_bound
 from slogate.core.status import (
     Event,
     Problem,
+    RulesCondition,
     evaluated_status,
     failed_status,
     heartbeat_phase,
     needs_write,
     transitions,
+    with_rules_condition,
 )
 from slogate.prometheus import UrlNotAllowed
 from slogate.prometheus.client import PrometheusClient, QueryResult
@@ -196,8 +197,11 @@ class Evaluator:
         clock: Callable[[], float] = time.time,
         on_tick: Callable[[TickStats, list[SloEntry]], None] | None = None,
         after_tick: Callable[[float, bool], Awaitable[None]] | None = None,
+        rules_condition: Callable[[Key], RulesCondition | None] | None = None,
     ) -> None:
         self.clients = clients
+        # The RulesReady condition each status carries (None: the controller keeps no rules).
+        self.rules_condition = rules_condition
         self.sink = sink
         self.settings = settings or EvaluatorSettings()
         self.clock = clock
@@ -428,6 +432,10 @@ class Evaluator:
             if new is None or self.entries.get(entry.key) is not entry:
                 continue  # deleted, or changed while this unit ran: the new one is due at once
             stats.evaluated += 1
+            if self.rules_condition is not None:
+                new = with_rules_condition(
+                    new, self.rules_condition(entry.key), now, entry.generation
+                )
             if _ready(new) is False:
                 stats.failures[_ready_reason(new)] += 1
             heartbeat_s = self.settings.heartbeat_s

@@ -5,6 +5,7 @@ Field names are the API (see DESIGN.md); the CRD in ``crds/`` is generated from 
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from typing import Annotated, Literal
 
@@ -171,6 +172,16 @@ class BurnRateRule(SpecModel):
         Literal["page", "ticket"],
         Field(description="page: FREEZE while firing; ticket: DANGER while firing."),
     ]
+    for_: (
+        Annotated[
+            Duration,
+            Field(
+                description="How long the generated alert must hold before it is sent "
+                "(default: half the short window, in whole minutes).",
+            ),
+        ]
+        | None
+    ) = Field(default=None, alias="for")
 
     cross_field_rules = (
         CrossFieldRule(
@@ -182,23 +193,93 @@ class BurnRateRule(SpecModel):
     )
 
 
+#: Labels slogate sets on every alert; the spec's own labels may not replace them.
+ALERT_LABELS = ("alertname", "severity", "slo", "namespace", "service", "owner", "tier", "rule")
+_LABEL_KEY = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+_RESERVED_CEL = "[" + ", ".join(f"'{name}'" for name in ALERT_LABELS) + "]"
+
+LabelValue = Annotated[str, Field(max_length=1024)]
+
+
+def _label_keys_ok(labels: dict[str, str] | None) -> bool:
+    return all(re.match(_LABEL_KEY, k) and k not in ALERT_LABELS for k in labels or {})
+
+
+def _annotation_keys_ok(annotations: dict[str, str] | None) -> bool:
+    return all(re.match(_LABEL_KEY, k) for k in annotations or {})
+
+
 class Alerting(SpecModel):
-    rules: Annotated[
-        list[BurnRateRule],
+    """Burn-rate rules (they drive ``status.firing``, risk and gates) and the Prometheus alerts
+    generated from them."""
+
+    rules: (
+        Annotated[
+            list[BurnRateRule],
+            Field(
+                min_length=1,
+                max_length=16,
+                description="Default: the SRE Workbook's multiwindow table for the window.",
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = None
+    disabled: Annotated[
+        bool,
         Field(
-            min_length=1,
-            max_length=16,
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-            },
+            description="No Prometheus rules are generated for this SLO (status.firing, risk "
+            "and gates are unaffected)."
         ),
-    ]
+    ] = False
+    labels: Annotated[
+        dict[str, LabelValue],
+        Field(
+            max_length=16,
+            description="Added to every alert of this SLO, for Alertmanager routing "
+            "(e.g. team: payments).",
+        ),
+    ] = Field(default_factory=dict)
+    annotations: Annotated[
+        dict[str, LabelValue],
+        Field(max_length=16, description="Added to every alert of this SLO."),
+    ] = Field(default_factory=dict)
+    runbook_url: (
+        Annotated[
+            str,
+            Field(
+                pattern=r"^https?://[^\s]+$",
+                max_length=2048,
+                description="Runbook link, shown as the alerts' runbook_url annotation.",
+            ),
+        ]
+        | None
+    ) = Field(default=None, alias="runbookURL")
+
+    cross_field_rules = (
+        CrossFieldRule(
+            cel="!has(self.labels) || "
+            f"self.labels.all(k, k.matches('{_LABEL_KEY}') && !(k in {_RESERVED_CEL}))",
+            check=lambda s: _label_keys_ok(s.labels),
+            message="labels keys must be Prometheus label names (letters, digits, _) and not one "
+            f"slogate sets itself ({', '.join(ALERT_LABELS)})",
+            field_path=".labels",
+        ),
+        CrossFieldRule(
+            cel=f"!has(self.annotations) || self.annotations.all(k, k.matches('{_LABEL_KEY}'))",
+            check=lambda s: _annotation_keys_ok(s.annotations),
+            message="annotations keys must be Prometheus label names (letters, digits, _)",
+            field_path=".annotations",
+        ),
+    )
 
     @field_validator("rules")
     @classmethod
-    def _unique_names(cls, rules: list[BurnRateRule]) -> list[BurnRateRule]:
-        names = [r.name for r in rules]
+    def _unique_names(cls, rules: list[BurnRateRule] | None) -> list[BurnRateRule] | None:
+        names = [r.name for r in rules or ()]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique; duplicated: {', '.join(dupes)}")

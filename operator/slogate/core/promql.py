@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 from slogate.core.objective import Indicator
@@ -87,28 +88,44 @@ class EventQueries:
     total: str | None
 
 
-def _increase(selector: str) -> str:
+Counting = Literal["increase", "rate"]
+
+
+def _counted(selector: str, func: Counting) -> str:
     # The models refuse anything else; checked again because this text is pasted into PromQL.
     if not _SELECTOR_RE.match(selector):
         raise ValueError(f"{selector!r} is not a series selector")
-    return f"sum(increase({selector.strip()}[{WINDOW}]))"
+    return f"sum({func}({selector.strip()}[{WINDOW}]))"
 
 
-def event_queries(indicator: Indicator, le: str | None = None) -> EventQueries:
-    """PromQL templates for ``indicator``; latency needs the bucket's exact ``le`` label value."""
+def event_queries(
+    indicator: Indicator,
+    le: str | None = None,
+    *,
+    func: Counting = "increase",
+    le_matcher: str | None = None,
+) -> EventQueries:
+    """PromQL templates for ``indicator``: events in the window (``increase``) or per second
+    (``rate``). Latency needs its threshold bucket: the exact ``le`` label value, or a matcher
+    such as :func:`le_matcher` gives."""
     if indicator.ratio is not None:
         ratio = indicator.ratio
-        total = _increase(ratio.total)
+        total = _counted(ratio.total, func)
         if ratio.errors is not None:
-            return EventQueries("counts", f"({_increase(ratio.errors)} or vector(0))", total)
+            return EventQueries("counts", f"({_counted(ratio.errors, func)} or vector(0))", total)
         assert ratio.good is not None
-        return EventQueries("counts", f"({total} - ({_increase(ratio.good)} or vector(0)))", total)
+        good = _counted(ratio.good, func)
+        return EventQueries("counts", f"({total} - ({good} or vector(0)))", total)
     if indicator.latency is not None:
-        if le is None:
-            raise ValueError("a latency indicator needs the le label value of its threshold bucket")
+        if le_matcher is None:
+            if le is None:
+                raise ValueError(
+                    "a latency indicator needs the le label value of its threshold bucket"
+                )
+            le_matcher = f'le="{le}"'
         sel = parse_selector(indicator.latency.histogram)
-        total = _increase(sel.render("_count"))
-        good = _increase(sel.render("_bucket", f'le="{le}"'))
+        total = _counted(sel.render("_count"), func)
+        good = _counted(sel.render("_bucket", le_matcher), func)
         return EventQueries("counts", f"({total} - ({good} or vector(0)))", total)
     assert indicator.query is not None
     return EventQueries("ratio", f"({indicator.query.error_ratio.strip()})", None)
@@ -119,6 +136,21 @@ def bucket_bounds_query(indicator: Indicator) -> str:
     assert indicator.latency is not None
     sel = parse_selector(indicator.latency.histogram)
     return f"count by (le) ({sel.render('_bucket')})"
+
+
+def le_matcher(threshold: float) -> str:
+    """An ``le`` matcher for ``threshold`` however a client library wrote the bound: ``0.3``
+    also as ``0.30``, ``1`` also as ``1.0`` (Python and Java clients), ``1e-05`` as Go writes
+    it. Rules are generated without asking Prometheus, so the exact label value is unknown."""
+    text = format(Decimal(repr(float(threshold))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    whole = "." not in text
+    forms = [re.escape(text) + (r"(\.0*)?" if whole else "0*")]
+    go_form = format(threshold, "g")
+    if "e" in go_form:
+        forms.append(re.escape(go_form))
+    return f'le=~"{_escape("|".join(forms))}"'
 
 
 def match_bucket(threshold: float, le_values: Iterable[str]) -> str | None:

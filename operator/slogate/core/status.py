@@ -12,6 +12,8 @@ observedGeneration; the transition time only moves when ``status`` flips):
 - ``NoData``: no events over the compliance window, so budget and SLI are unknown.
 - ``BudgetExhausted``: remaining budget is at or below zero.
 - ``Achievable``: the target is at or below the dependency bound (Unknown without dependencies).
+- ``RulesReady``: the SLO's PrometheusRule is written and current (absent when the controller
+  keeps no rules, or the SLO turned them off).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from slogate.core.slo.evaluate import SloResult
 from slogate.core.slo.message import format_burn, format_percent
 
-CONDITION_TYPES = ("Ready", "Stale", "NoData", "BudgetExhausted", "Achievable")
+CONDITION_TYPES = ("Ready", "Stale", "NoData", "BudgetExhausted", "Achievable", "RulesReady")
 HEARTBEAT_S = 300.0
 
 
@@ -40,6 +42,27 @@ class Problem:
     @property
     def text(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
+
+
+@dataclass(frozen=True)
+class RulesCondition:
+    """How the SLO's generated Prometheus rules stand (the ``RulesReady`` condition)."""
+
+    status: str  # "True" | "False"
+    reason: str
+    message: str
+
+
+def with_rules_condition(
+    status: dict[str, Any], cond: RulesCondition | None, now: float, generation: int | None
+) -> dict[str, Any]:
+    """``status`` with its ``RulesReady`` condition set to ``cond`` (removed when None)."""
+    conds = [dict(c) for c in status.get("conditions") or []]
+    if cond is None:
+        conds = [c for c in conds if c.get("type") != "RulesReady"]
+    else:
+        set_condition(conds, "RulesReady", cond.status, cond.reason, cond.message, now, generation)
+    return {**status, "conditions": conds}
 
 
 @dataclass(frozen=True)
@@ -287,6 +310,17 @@ def _cond(status: dict[str, Any] | None, type_: str) -> str | None:
     return None
 
 
+def _reason(status: dict[str, Any] | None, type_: str) -> tuple[str, str] | None:
+    for c in (status or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return (str(c.get("status")), str(c.get("reason")))
+    return None
+
+
+def _message(status: dict[str, Any], type_: str) -> str:
+    return next(str(c.get("message")) for c in status["conditions"] if c.get("type") == type_)
+
+
 def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[Event]:
     """Events worth telling on-call about, each only when the state changes (never per tick)."""
     events: list[Event] = []
@@ -301,6 +335,9 @@ def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[Event]:
     old_risk, new_risk = (old or {}).get("risk"), new.get("risk")
     if old_risk in ("FREEZE", "DANGER") and new_risk in ("SAFE", "OBSERVE"):
         events.append(Event("Normal", "Recovered", f"risk {old_risk} -> {new_risk}: {msg}"))
+    rules_old, rules_new = _reason(old, "RulesReady"), _reason(new, "RulesReady")
+    if rules_new is not None and rules_new[0] == "False" and rules_old != rules_new:
+        events.append(Event("Warning", rules_new[1], _message(new, "RulesReady")))
     ready_old, ready_new = _cond(old, "Ready"), _cond(new, "Ready")
     if ready_new == "False" and ready_old != "False":
         reason = next(c["reason"] for c in new["conditions"] if c["type"] == "Ready")

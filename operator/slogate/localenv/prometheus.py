@@ -82,6 +82,11 @@ class PrometheusServer:
 
     scrape_configs: list[dict[str, Any]] = field(default_factory=list)
     scrape_interval: str = "5s"
+    rule_files: list[Path] = field(default_factory=list)
+    alertmanager_urls: list[str] = field(default_factory=list)  # http://host:port
+    # Lets scrapes and rule results land below backfilled history that runs into the future
+    # (without it they are "out of bounds" until the history's end has passed).
+    out_of_order_window: str | None = None
     workdir: Path | None = None
     port: int = 0
     process: Process | None = None
@@ -110,13 +115,20 @@ class PrometheusServer:
     def start(self) -> None:
         if not self.port:
             self.port = free_port()
-        config = {
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": self.scrape_interval,
                 "evaluation_interval": self.scrape_interval,
             },
             "scrape_configs": self.scrape_configs,
         }
+        if self.out_of_order_window:
+            config["storage"] = {"tsdb": {"out_of_order_time_window": self.out_of_order_window}}
+        if self.rule_files:
+            config["rule_files"] = [str(p) for p in self.rule_files]
+        if self.alertmanager_urls:
+            targets = [urllib.parse.urlsplit(u).netloc for u in self.alertmanager_urls]
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
         config_path = self.dir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
         self.process = Process(
@@ -157,6 +169,39 @@ class PrometheusServer:
     def backfill(self, series: Iterable[Series]) -> None:
         """Write ``series`` into the TSDB and restart so Prometheus serves them at once."""
         backfill_blocks(self.data_dir, series, self.dir)
+        if self.process is not None:
+            self.restart()
+
+    def backfill_rules(self, rule_file: Path, start: float, end: float) -> None:
+        """Evaluate ``rule_file``'s recording rules over ``[start, end]`` from the data
+        Prometheus holds (``promtool tsdb create-blocks-from rules``, at each group's own
+        interval) and restart so the recorded history is served."""
+        out = self.dir / f"rule-blocks-{time.monotonic_ns()}"
+        result = subprocess.run(
+            [
+                tool("promtool"),
+                "tsdb",
+                "create-blocks-from",
+                "rules",
+                f"--start={int(start)}",
+                f"--end={int(end)}",
+                f"--url={self.url}",
+                f"--output-dir={out}",
+                "--quiet",
+                str(rule_file),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1200,
+        )
+        if result.returncode != 0:
+            raise StartupError(
+                f"promtool rule backfill failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
+        for block in out.iterdir():
+            shutil.move(str(block), self.data_dir / block.name)
+        shutil.rmtree(out, ignore_errors=True)
         if self.process is not None:
             self.restart()
 

@@ -91,9 +91,11 @@ def counters(
     *,
     error_labels: dict[str, str],
     ok_labels: dict[str, str],
+    fine_minutes: int = 8 * 60,
 ) -> list[Series]:
-    """Two counters of the story: bad events and good events, split by a label."""
-    idx = sample_times(s)
+    """Two counters of the story: bad events and good events, split by a label (sampled every
+    minute for the last ``fine_minutes``, every 5 minutes before)."""
+    idx = sample_times(s, fine_minutes)
     times = [s.start + MINUTE * int(i) for i in idx]
     cum_bad = np.concatenate([[0.0], np.cumsum(s.bad)])[idx]
     cum_good = np.concatenate([[0.0], np.cumsum(s.total - s.bad)])[idx]
@@ -104,7 +106,12 @@ def counters(
 
 
 def histogram(
-    s: Story, name: str, labels: dict[str, str], bounds: Sequence[str], threshold_le: str
+    s: Story,
+    name: str,
+    labels: dict[str, str],
+    bounds: Sequence[str],
+    threshold_le: str,
+    fine_minutes: int = 8 * 60,
 ) -> list[Series]:
     """A classic histogram where "bad" requests are slower than ``threshold_le``.
 
@@ -113,7 +120,7 @@ def histogram(
     the finite ones. ``bounds`` are written verbatim as ``le`` label values, so a test can write
     ``"0.30"`` where the SLO says ``0.3``.
     """
-    idx = sample_times(s)
+    idx = sample_times(s, fine_minutes)
     times = [s.start + MINUTE * int(i) for i in idx]
     cum_total = np.concatenate([[0.0], np.cumsum(s.total)])[idx]
     cum_good = np.concatenate([[0.0], np.cumsum(s.total - s.bad)])[idx]
