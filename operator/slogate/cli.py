@@ -257,9 +257,9 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--prometheus-rule-interval",
         type=int,
-        default=30,
+        default=60,
         metavar="SECONDS",
-        help="evaluation interval of the generated rule groups (default 30)",
+        help="evaluation interval of the generated rule groups (default 60)",
     )
     r.add_argument(
         "--prometheus-rule-resync",

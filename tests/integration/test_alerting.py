@@ -51,6 +51,16 @@ INTERVAL_S = 10  # rule group interval here (30s by default): pages arrive soone
 OPTIONS = RuleOptions(interval_s=INTERVAL_S)
 SCRAPE_S = 1
 LIVE_FOR_S = 20
+HISTORIES = (
+    "healthy",
+    "fastburn",
+    "slowburn",
+    "exhausted",
+    "idle",
+    "lowtraffic",
+    "latency",
+    "query",
+)
 GROUP_WAIT_S = 1
 
 
@@ -130,12 +140,12 @@ LIVE_SPEC: dict[str, Any] = {
         "labels": {"team": "checkout-team"},
         "annotations": {"dashboard": "https://grafana.example/d/checkout"},
         "runbookURL": "https://runbooks.example/checkout",
-        # A 1m short window so that the test sees the alert resolve within a minute or two.
+        # A 30s short window, so that the alert resolves within a minute of the errors ending.
         "rules": [
             {
                 "name": "page-fast",
                 "long": "1h",
-                "short": "1m",
+                "short": "30s",
                 "burnRate": 14.4,
                 "severity": "page",
                 "for": f"{LIVE_FOR_S}s",
@@ -317,10 +327,7 @@ def evaluated_at(status: dict[str, Any]) -> float:
     ).timestamp()
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["healthy", "fastburn", "slowburn", "exhausted", "idle", "lowtraffic", "latency", "query"],
-)
+@pytest.mark.parametrize("name", HISTORIES)
 def test_recorded_burn_rates_equal_the_status(
     control_plane: ControlPlane, world: dict[str, Any], name: str
 ) -> None:
@@ -346,10 +353,7 @@ def test_recorded_burn_rates_equal_the_status(
         assert got == pytest.approx(remaining, abs=0.02)
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["healthy", "fastburn", "slowburn", "exhausted", "idle", "lowtraffic", "latency", "query"],
-)
+@pytest.mark.parametrize("name", HISTORIES)
 def test_alerts_are_exactly_status_firing(
     control_plane: ControlPlane, world: dict[str, Any], name: str
 ) -> None:
@@ -435,10 +439,10 @@ def test_a_fast_burn_pages_through_alertmanager_and_resolves(world: dict[str, An
 
     stopped = time.time()
     traffic.set(error_ratio=0.0)
-    # The 1m short window forgets the errors within a minute; then one evaluation and one
+    # The 30s short window forgets the errors within 30 s; then one evaluation and one
     # group_interval.
     wait_until_true(lambda: receiver.alerts("live", "resolved"), 150, "the resolution")
     resolved_at, _ = receiver.alerts("live", "resolved")[0]
     print(f"resolved {resolved_at - stopped:.1f}s after the errors stopped")
-    assert resolved_at - stopped <= 60 + 2 * INTERVAL_S + SCRAPE_S + GROUP_WAIT_S + 10
+    assert resolved_at - stopped <= 30 + 2 * INTERVAL_S + SCRAPE_S + GROUP_WAIT_S + 10
     assert prom.query('ALERTS{slo="live",alertstate="firing"}') == []

@@ -67,7 +67,7 @@ EVERYTHING_ON: dict[str, Any] = {
     "selfAlerts": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
     "prometheusRules": {
         "labels": {"release": "kube-prometheus-stack", "app.kubernetes.io/part-of": "slogate"},
-        "intervalSeconds": 60,
+        "intervalSeconds": 30,
         "resyncSeconds": 120,
     },
     "grafanaDashboard": {"enabled": True},
@@ -990,7 +990,7 @@ def test_the_command_line_takes_what_the_chart_passes(
     rules = {**values.get("prometheusRules", {})}
     assert controller.prometheus_rules is rules.get("enabled", True)
     assert controller.rule_labels == rules.get("labels", {})
-    assert controller.rule_interval_s == rules.get("intervalSeconds", 30)
+    assert controller.rule_interval_s == rules.get("intervalSeconds", 60)
     assert controller.rule_resync_s == rules.get("resyncSeconds", 300)
     with_ca = values is EVERYTHING_ON or extra is STRICT
     assert webhook.client_ca_file == ("/etc/slogate/client-ca/ca.crt" if with_ca else None)
@@ -1000,7 +1000,7 @@ def test_prometheus_rule_settings_reach_the_controller_args() -> None:
     args = args_of(controller_of(render()))
     assert flag_values(args, "--prometheus-rules") == ["on"]
     assert "--prometheus-rule-label" not in args
-    assert flag_values(args, "--prometheus-rule-interval") == ["30"]
+    assert flag_values(args, "--prometheus-rule-interval") == ["60"]
     assert flag_values(args, "--prometheus-rule-resync") == ["300"]
     args = args_of(controller_of(render(EVERYTHING_ON)))
     # One flag per label, sorted by key: the pod spec does not change between renders.
@@ -1008,7 +1008,7 @@ def test_prometheus_rule_settings_reach_the_controller_args() -> None:
         "app.kubernetes.io/part-of=slogate",
         "release=kube-prometheus-stack",
     ]
-    assert flag_values(args, "--prometheus-rule-interval") == ["60"]
+    assert flag_values(args, "--prometheus-rule-interval") == ["30"]
     assert flag_values(args, "--prometheus-rule-resync") == ["120"]
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -121,6 +123,24 @@ def test_raising_the_live_error_rate_blocks_checkout() -> None:
         # page-fast needs the 1h error ratio above 1.44%: 52 s of 100% errors, plus a scrape
         # and an evaluation interval.
         assert took < 52 + 5 + 30 + 30
+
+        # The same condition in the rules the demo loaded into Prometheus: page-fast is pending
+        # (Alertmanager gets it after the rule's `for`, 2m; test_alerting.py times that path).
+        prom = re.search(r"Prometheus: (http://\S+)", guide)
+        assert prom, guide
+        query = urllib.parse.urlencode(
+            {"query": 'ALERTS{slo="checkout-availability",rule="page-fast",severity="page"}'}
+        )
+
+        def page_pending_or_firing() -> bool:
+            url = f"{prom.group(1)}/api/v1/query?{query}"
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return bool(json.loads(resp.read())["data"]["result"])
+
+        while not page_pending_or_firing():
+            # One rule evaluation (60 s by default) and a scrape after the gate saw it.
+            assert time.monotonic() - started < took + 90, "page-fast never went pending"
+            time.sleep(1)
     finally:
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=120)

@@ -122,3 +122,22 @@ def test_world_is_consistent() -> None:
     manifest = slo_manifest(7, 10, 3)
     SloSpec.model_validate(manifest["spec"])
     assert manifest["metadata"]["namespace"] == "team-01"
+
+
+def test_rule_bench_compares_the_same_long_windows_derived_and_raw() -> None:
+    from bench import bench_rules
+
+    derived = bench_rules.variant_group(7, "long-derived")["rules"]
+    raw = bench_rules.variant_group(7, "long-raw")["rules"]
+    assert [r["record"] for r in derived] == [r["record"] for r in raw]
+    assert {r["record"] for r in derived} == bench_rules.LONG_RECORDS
+    assert all("avg_over_time(slogate:" in r["expr"] for r in derived)
+    assert all("[6h]" in r["expr"] or "[1d]" in r["expr"] for r in raw)
+    assert all('service="svc-7"' in r["expr"] for r in raw)
+    whole = bench_rules.variant_group(7, "whole-derived")["rules"]
+    assert any("alert" in r for r in whole)
+    rows = [
+        {"n": 1000, "variant": "long-derived", "group_seconds": 0.5, "cpu_per_round": 0.2},
+        {"n": 1000, "variant": "long-raw", "group_seconds": 6.0, "cpu_per_round": 3.0},
+    ]
+    assert bench_rules.ratios({"rows": rows}) == {1000: (12.0, 15.0)}

@@ -72,7 +72,7 @@ class ControllerOptions:
     # Prometheus Operator ruleSelector.
     prometheus_rules: bool = True
     rule_labels: dict[str, str] = field(default_factory=dict)
-    rule_interval_s: int = 30
+    rule_interval_s: int = 60
     rule_resync_s: float = 300.0
 
 

@@ -11,8 +11,8 @@ SLOs are evaluated in *units* that share nothing but the process:
 - units run as independent tasks with a deadline and write their own statuses when done, so a
   hanging backend, a huge answer, a query Prometheus rejects or an unexpected error holds back
   that unit alone: every other SLO keeps its schedule and its numbers. SLOs that run alone take
-  turns within their namespace (``solo_per_namespace`` at a time), so a namespace of many such
-  SLOs cannot crowd out the others' requests.
+  turns within their namespace (``solo_per_namespace`` at a time, new and failing ones at most
+  one fewer), so a namespace of many such SLOs cannot crowd out the others' requests.
 
 Per unit:
 
@@ -212,7 +212,8 @@ class Evaluator:
         self._wake = asyncio.Event()
         self._busy: set[Key] = set()  # SLOs whose unit is still running
         self._units: set[asyncio.Task[TickStats]] = set()
-        self._solo_slots: dict[str, Turns] = {}
+        # Per namespace: all solo turns, and those new or failing SLOs may hold.
+        self._solo_slots: dict[str, tuple[Turns, Turns]] = {}
         self._struggling = Turns(self.settings.struggling_solos)
 
     # --- registry (called by the kopf handlers) ----------------------------------------------
@@ -345,18 +346,22 @@ class Evaluator:
     async def _run_unit(self, key: UnitKey, members: list[SloEntry], now: float) -> TickStats:
         if key.solo is None:
             return await self._unit(key, members, now)
-        turns = self._solo_slots.get(key.namespace)
-        if turns is None:
-            turns = self._solo_slots[key.namespace] = Turns(self.settings.solo_per_namespace)
+        slots = self._solo_slots.get(key.namespace)
+        if slots is None:
+            per_ns = self.settings.solo_per_namespace
+            slots = self._solo_slots[key.namespace] = (Turns(per_ns), Turns(max(1, per_ns - 1)))
+        turns, struggling_here = slots
         # An SLO that evaluated cleanly last time goes before new and failing ones: a burst of
-        # new or broken SLOs in a namespace does not delay the ones that work. New and failing
-        # ones also share a few turns across all namespaces, so that many of them cannot fill
-        # the requests every namespace's working SLOs wait for.
+        # new or broken SLOs in a namespace does not delay the ones that work. Priority alone
+        # does not suffice (a slow failing unit already holding every turn is not pre-empted),
+        # so new and failing ones hold at most all but one of the namespace's turns. They also
+        # share a few turns across all namespaces, so that many of them cannot fill the
+        # requests every namespace's working SLOs wait for.
         if _ready(members[0].status or {}):
             async with turns.take(0):
                 return await self._unit(key, members, now)
-        # The shared turn first: waiting for it must not hold one of the namespace's.
-        async with self._struggling.take(0), turns.take(1):
+        # The shared turns first: waiting for them must not hold one of the namespace's.
+        async with self._struggling.take(0), struggling_here.take(0), turns.take(1):
             return await self._unit(key, members, now)
 
     async def _unit(self, key: UnitKey, members: list[SloEntry], now: float) -> TickStats:

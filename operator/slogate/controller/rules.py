@@ -112,6 +112,8 @@ class RulesKeeper:
             if previous is not None and previous.digest == digest and key not in self._dirty:
                 return
             self.wanted[key] = _Wanted(body, digest)
+            if self.crd_missing:
+                self._set(key, CRD_MISSING)
         self._mark(key)
 
     def remove(self, key: Key) -> None:

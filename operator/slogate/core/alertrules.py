@@ -37,7 +37,9 @@ from slogate.core.slo.rules import BurnRule
 RAW_MAX_S = 2 * 3600
 #: The recorded rate long windows are derived from.
 BASE_WINDOW_S = 300
-RULE_INTERVAL_S = 30
+#: Prometheus's own default evaluation interval. Long windows read one recorded sample per
+#: interval, so a longer interval makes them cheaper; a page waits at most one more interval.
+RULE_INTERVAL_S = 60
 ALERT_NAME = "SLOErrorBudgetBurn"
 MANAGED_BY = "slogate"
 HASH_ANNOTATION = "slogate.dev/rules-hash"

@@ -17,13 +17,13 @@ from typing import Any
 import yaml
 
 from slogate.localenv.binaries import tool
-from slogate.localenv.processes import Process, free_port, wait_until
+from slogate.localenv.processes import Process, Server, answers_ok, free_port, wait_until
 
 BINARY = "prometheus-alertmanager"  # Debian's name for the alertmanager binary
 
 
 @dataclass
-class AlertmanagerServer:
+class AlertmanagerServer(Server):
     """``with AlertmanagerServer(webhook_url) as am:`` runs Alertmanager until the block ends."""
 
     webhook_url: str
@@ -35,18 +35,6 @@ class AlertmanagerServer:
 
     def __post_init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="slogate-am-"))
-
-    def __enter__(self) -> AlertmanagerServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
     def url(self) -> str:
@@ -87,7 +75,7 @@ class AlertmanagerServer:
             self.dir / "alertmanager.log",
         )
         wait_until(
-            lambda: _ready(f"{self.url}/-/ready"),
+            lambda: answers_ok(f"{self.url}/-/ready"),
             self.process,
             60,
             "Alertmanager answered /-/ready",
@@ -97,17 +85,10 @@ class AlertmanagerServer:
         if self.process is not None:
             self.process.stop()
             self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def alerts(self) -> list[dict[str, Any]]:
         """Alerts Alertmanager holds now (API v2)."""
         with urllib.request.urlopen(f"{self.url}/api/v2/alerts", timeout=10) as resp:
             found: list[dict[str, Any]] = json.loads(resp.read())
         return found
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False

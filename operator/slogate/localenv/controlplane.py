@@ -31,7 +31,7 @@ import yaml
 
 from slogate.localenv.binaries import bin_dir, tool
 from slogate.localenv.certs import CertificateAuthority, rsa_signing_key_pem
-from slogate.localenv.processes import Process, free_port, wait_until
+from slogate.localenv.processes import Process, Server, free_port, wait_until
 
 ADMIN_USER = "slogate-admin"
 WEBHOOK_CLIENT_USER = "kube-apiserver-webhook-client"
@@ -39,7 +39,7 @@ WEBHOOK_CLIENT_USER = "kube-apiserver-webhook-client"
 CONTROLLERS = ("clusterrole-aggregation",)
 
 
-class ControlPlane:
+class ControlPlane(Server):
     """``with ControlPlane() as cp:`` starts etcd and kube-apiserver; leaving stops both."""
 
     def __init__(self, workdir: Path | None = None, keep: bool = False) -> None:
@@ -58,17 +58,6 @@ class ControlPlane:
         self.etcd_port = 0
 
     # --- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> ControlPlane:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         bin_dir()  # fail early and clearly if the binaries are missing

@@ -4,22 +4,27 @@
 2. Backfill 30 days for the example services, each with its own story: checkout is healthy
    (and continues live from a small demo app whose error rate you can change), payments-db
    spent its budget, storefront is slowly burning, search is fine.
-3. Install the CRDs, run the controller and the webhook (``slogate run``), apply examples/
+3. Load the examples' burn-rate rules (``slogate rules examples/``) into Prometheus, backfill
+   their 5-minute records from the history, and route alerts to Alertmanager, whose
+   notifications the demo prints.
+4. Install the CRDs, run the controller and the webhook (``slogate run``), apply examples/
    plus three Deployments and two more gates, and wait until every SLO has status.
-4. Show a refused rollout, an admitted one, and an authorised override.
-5. Leave it all running with a guide, or (``--once``) stop and clean up.
+5. Show a refused rollout, an admitted one, and an authorised override.
+6. Leave it all running with a guide, or (``--once``) stop and clean up.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import http.server
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from slogate.core.webhookconfig import validating_webhook_configuration
+from slogate.localenv.alertmanager import AlertmanagerServer
 from slogate.localenv.binaries import REPO_ROOT, bin_dir
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
@@ -169,12 +175,47 @@ def demo_objects() -> list[dict[str, Any]]:
     ]
 
 
+class Pager:
+    """Alertmanager's webhook receiver: prints every notification as one line per alert."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                for alert in body.get("alerts", []):
+                    labels = alert.get("labels", {})
+                    summary = alert.get("annotations", {}).get("summary", "")
+                    print(
+                        f"ALERTMANAGER {alert.get('status', '?').upper()} "
+                        f"{labels.get('severity', '?')}/{labels.get('rule', '?')} "
+                        f"{labels.get('namespace', '?')}/{labels.get('slo', '?')}: {summary}",
+                        flush=True,
+                    )
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Demo:
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
         self.stack = contextlib.ExitStack()
         self.cp: ControlPlane
         self.prom: PrometheusServer
+        self.am: AlertmanagerServer
         self.app_port = free_port()
         self.metrics_port = free_port()
 
@@ -190,9 +231,16 @@ class Demo:
         self.cp = self.stack.enter_context(ControlPlane(workdir=self.dir / "cluster"))
         print(f"kube-apiserver {self.cp.url} ({bins})")
 
+        _step("starting Alertmanager; its notifications are printed here as ALERTMANAGER lines")
+        pager = Pager()
+        self.stack.callback(pager.stop)
+        self.am = self.stack.enter_context(AlertmanagerServer(pager.url))
+        print(f"Alertmanager {self.am.url}")
+
         _step("backfilling 30 days of history for checkout, payments-db, storefront, search")
         end = float(int(time.time() // 60 * 60))
         s = stories(end)
+        rules = self._write_rules()
         self.prom = PrometheusServer(
             scrape_configs=[
                 {
@@ -202,12 +250,23 @@ class Demo:
                 }
             ],
             workdir=self.dir / "prometheus",
+            rule_files=[rules],
+            alertmanager_urls=[self.am.url],
         )
         self.stack.callback(self.prom.stop)
         backfill_blocks(self.prom.data_dir, history(s), self.dir / "prometheus")
         self._start_app(s, end)
         self.prom.start()
         print(f"Prometheus {self.prom.url}; demo app http://127.0.0.1:{self.app_port}")
+        _step("recording the 5-minute rates long windows derive from, for the past 30 days")
+        print(
+            "$ promtool tsdb create-blocks-from rules --start <30 days ago> --end <now> "
+            "rules-backfill.yaml",
+            flush=True,
+        )
+        took = time.monotonic()
+        self.prom.backfill_rules(self.dir / "rules-backfill.yaml", end - 30 * DAY * 60, end)
+        print(f"done in {time.monotonic() - took:.0f}s", flush=True)
 
         _step("installing the CRDs; starting the controller and the webhook (slogate run)")
         self.cp.install_crds(REPO_ROOT / "crds")
@@ -220,6 +279,20 @@ class Demo:
         self._wait_for_status()
         _show(self.cp, "get", "slo", "-n", NS)
         _show(self.cp, "get", "gate", "-n", NS)
+
+    def _write_rules(self) -> Path:
+        """The examples' rules, as a user without the Prometheus Operator makes them."""
+        rules = self.dir / "rules.yaml"
+        for out, extra in ((rules, ()), (self.dir / "rules-backfill.yaml", ("--backfill",))):
+            argv = ["rules", str(REPO_ROOT / "examples"), "-o", str(out), *extra]
+            print(f"$ slogate {' '.join(argv)}", flush=True)
+            made = subprocess.run(
+                [sys.executable, "-m", "slogate", *argv], capture_output=True, text=True
+            )
+            if made.returncode != 0:
+                raise StartupError(f"slogate rules failed: {made.stderr.strip()}")
+            print(made.stderr.strip(), flush=True)
+        return rules
 
     def _start_app(self, s: dict[str, Story], end: float) -> None:
         req, lat = s["checkout"], s["checkout-latency"]
@@ -418,8 +491,12 @@ class Demo:
             "Make checkout burn its budget and watch page-fast fire and the gate block:\n"
             f"  curl -X POST '{app}/control?error_ratio=0.5'\n"
             f"  kubectl set image deployment/checkout checkout=shop/checkout:2.0 -n {NS}\n"
+            "  (within about 3 minutes Alertmanager pages: an ALERTMANAGER FIRING page/page-fast "
+            "line here)\n"
             f"  curl -X POST '{app}/control?error_ratio=0.0003'   # and recover\n"
-            f"Prometheus: {self.prom.url}   slogate metrics: "
+            "  (about 5 minutes later, once the 5m window forgets the errors: ALERTMANAGER "
+            "RESOLVED)\n"
+            f"Prometheus: {self.prom.url}   Alertmanager: {self.am.url}   slogate metrics: "
             f"http://127.0.0.1:{self.metrics_port}/metrics\n"
             f"Logs and data: {self.dir}\n"
             "Press Ctrl-C to stop everything.",

@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -98,3 +100,34 @@ def wait_until(ready: Callable[[], bool], proc: Process, timeout: float, what: s
     raise StartupError(
         f"{proc.name}: {what} did not happen within {timeout:.0f}s:\n{proc.log_tail()}"
     )
+
+
+class Server:
+    """``with Server() as s:`` runs ``s.start()`` and, however the block ends (or if start
+    itself fails half-way), ``s.stop()``."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def answers_ok(url: str) -> bool:
+    """Does ``url`` answer 200 (for readiness polling; connection errors are False)?"""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False

@@ -22,7 +22,14 @@ from typing import Any
 import yaml
 
 from slogate.localenv.binaries import tool
-from slogate.localenv.processes import Process, StartupError, free_port, wait_until
+from slogate.localenv.processes import (
+    Process,
+    Server,
+    StartupError,
+    answers_ok,
+    free_port,
+    wait_until,
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def openmetrics_text(series: Iterable[Series]) -> str:
 
 
 @dataclass
-class PrometheusServer:
+class PrometheusServer(Server):
     """``with PrometheusServer() as prom:`` runs Prometheus until the block ends."""
 
     scrape_configs: list[dict[str, Any]] = field(default_factory=list)
@@ -96,17 +103,6 @@ class PrometheusServer:
         self.dir = Path(self.workdir or tempfile.mkdtemp(prefix="slogate-prom-"))
         self.data_dir = self.dir / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-
-    def __enter__(self) -> PrometheusServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -146,7 +142,7 @@ class PrometheusServer:
             self.dir / "prometheus.log",
         )
         wait_until(
-            lambda: _get(f"{self.url}/-/ready") == 200,
+            lambda: answers_ok(f"{self.url}/-/ready"),
             self.process,
             60,
             "Prometheus answered /-/ready",
@@ -258,8 +254,3 @@ def blocks_from_openmetrics(source: Path, data_dir: Path, timeout_s: float = 120
         raise StartupError(
             f"promtool backfill failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
         )
-
-
-def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        return int(resp.status)
