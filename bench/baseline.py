@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import functools
 import json
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from slogate.core.timetext import rfc3339
 from slogate.prometheus.client import PrometheusClient, PrometheusConfig, QueryResult
 from slogate.prometheus.errors import PrometheusError
 
@@ -72,9 +72,8 @@ def status_for(slo: BaselineSlo, ratios: dict[str, float | None], at: float) -> 
         r = ratios.get(w)
         burn[w] = None if r is None else round(r / budget, 4)
     consumed = None if compliance is None else compliance / budget
-    when = dt.datetime.fromtimestamp(at, dt.UTC).replace(microsecond=0)
     return {
-        "lastEvaluationTime": when.isoformat().replace("+00:00", "Z"),
+        "lastEvaluationTime": rfc3339(at),
         "sli": None if compliance is None else round(1 - compliance, 6),
         "errorBudget": {
             "consumed": None if consumed is None else round(consumed, 6),

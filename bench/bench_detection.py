@@ -33,8 +33,8 @@ from bench.world import (
     LIVE_JOB,
     METRIC,
     Api,
-    parse_rfc3339,
 )
+from slogate.core.timetext import parse_rfc3339
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.objects import release_gate
 from slogate.localenv.processes import Process

@@ -38,13 +38,13 @@ from bench.world import (
     kind_of_slo,
     memory_kib,
     namespace_of,
-    parse_rfc3339,
     selectors,
     service_of,
     slo_manifest,
     slo_name,
 )
 from slogate.core.status import visible
+from slogate.core.timetext import parse_rfc3339
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.faultproxy import FaultProxy, RecordedRequest
 from slogate.localenv.prometheus import PrometheusServer

@@ -51,7 +51,7 @@ from bench.world import (
     slo_status,
     story_series,
 )
-from slogate.core.status import rfc3339
+from slogate.core.timetext import rfc3339
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.faultproxy import FaultProxy
 from slogate.localenv.objects import deployment, release_gate

@@ -212,12 +212,6 @@ def slo_manifest(i: int, services: int, namespaces: int) -> dict[str, Any]:
     }
 
 
-def parse_rfc3339(text: str) -> float:
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def slo_status(kind: str, at: float) -> dict[str, Any]:
     """A fresh status that makes a gate ALLOW (``ok``), WARN (``warn``) or BLOCK (``deny``)."""
     remaining, risk, burn, firing = {

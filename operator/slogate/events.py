@@ -10,7 +10,6 @@ written at most once per flush instead of one API call per refusal.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import json
 import logging
@@ -23,18 +22,15 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from slogate.core.status import Event
+from slogate.core.timetext import rfc3339_micro
 
 log = logging.getLogger("slogate.events")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def event_body(
     ref: dict[str, Any], event: Event, component: str, instance: str, count: int = 1
 ) -> dict[str, Any]:
-    now = _now()
+    now = rfc3339_micro(time.time())
     return {
         "metadata": {"generateName": f"{ref['name']}.", "namespace": ref["namespace"]},
         "involvedObject": ref,
@@ -137,7 +133,7 @@ class CoalescedEvents:
     async def _write(self, key: EventKey, ref: dict[str, Any], event: Event, n: int) -> None:
         known = self._posted.get(key)
         if known is not None and time.monotonic() - known.created < self.window_s:
-            patch = {"count": known.count + n, "lastTimestamp": _now()}
+            patch = {"count": known.count + n, "lastTimestamp": rfc3339_micro(time.time())}
             call = functools.partial(
                 self.core.patch_namespaced_event,
                 known.name,

@@ -7,15 +7,17 @@ team or service; they are removed when the SLO is deleted.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from slogate.core.timetext import parse_rfc3339_or_none
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _SLO = ("namespace", "name", "service")
@@ -180,8 +182,8 @@ def _exhaustion(forecast: dict[str, Any]) -> float | None:
         return 0.0
     if not when:
         return None
-    moment = dt.datetime.fromisoformat(str(when).replace("Z", "+00:00"))
-    return max((moment - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
+    moment = parse_rfc3339_or_none(when)
+    return None if moment is None else max(moment - time.time(), 0.0)
 
 
 SLO_SERIES = SloSeries()

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from slogate.core.timetext import rfc3339
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.objects import fresh_slo_status
@@ -445,8 +446,7 @@ class StartingWebhook(WebhookProcess):
 
 
 def now_rfc3339(offset_s: float = 0) -> str:
-    moment = time.time() + offset_s
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+    return rfc3339(time.time() + offset_s)
 
 
 def slo_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:

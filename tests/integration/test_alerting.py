@@ -32,6 +32,7 @@ from slogate.core.alertrules import (
 )
 from slogate.core.durations import parse_duration
 from slogate.core.objective import SloSpec
+from slogate.core.timetext import parse_rfc3339
 from slogate.localenv.alertmanager import AlertmanagerServer
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.demoapp import Traffic, serve
@@ -319,14 +320,6 @@ def recorded(prom: PrometheusServer, metric: str, slo: str, at: float) -> float 
     return float(found[0]["value"][1]) if found else None
 
 
-def evaluated_at(status: dict[str, Any]) -> float:
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(
-        status["lastEvaluationTime"].replace("Z", "+00:00")
-    ).timestamp()
-
-
 @pytest.mark.parametrize("name", HISTORIES)
 def test_recorded_burn_rates_equal_the_status(
     control_plane: ControlPlane, world: dict[str, Any], name: str
@@ -334,7 +327,7 @@ def test_recorded_burn_rates_equal_the_status(
     prom: PrometheusServer = world["prom"]
     status = status_of(control_plane, name)
     # A moment after the controller's evaluation, so the rule group has run on the same data.
-    at = evaluated_at(status) + INTERVAL_S
+    at = parse_rfc3339(status["lastEvaluationTime"]) + INTERVAL_S
     checked = []
     for window, burn in status["burnRates"].items():
         got = recorded(prom, record("burn_rate", parse_duration(window)), name, at)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from slogate.core.timetext import parse_rfc3339
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.prometheus import PrometheusServer
 from slogate.localenv.roles import ControllerProcess
@@ -250,9 +251,7 @@ def test_slow_burn_tickets_and_forecasts(
     days = remaining * 30 / 3.2
     exhaustion = st["forecast"]["exhaustionTime"]
     assert exhaustion is not None
-    import datetime as dt
-
-    moment = dt.datetime.fromisoformat(exhaustion.replace("Z", "+00:00")).timestamp()
+    moment = parse_rfc3339(exhaustion)
     assert (moment - time.time()) / 86400 == pytest.approx(days, rel=0.05)
     assert st["forecast"]["exhaustsIn"].startswith(f"{int(days)}d")
 

@@ -6,8 +6,8 @@ the API server and the models are held to the same answers.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from slogate.core.objective import (
     SloStatus,
     SloSummary,
 )
+from slogate.core.timetext import rfc3339
 from slogate.core.validation import field_errors
 from slogate.localenv.controlplane import ControlPlane
 from tests.conftest import EXAMPLES, MANIFESTS
@@ -63,7 +64,7 @@ def test_printer_columns(control_plane: ControlPlane) -> None:
 def test_status_model_is_accepted_by_the_status_schema(control_plane: ControlPlane) -> None:
     """A status as the operator will write it survives the API server's schema unchanged."""
     control_plane.kubectl("apply", "-f", str(EXAMPLES), check=True)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = rfc3339(time.time())
     status = SloStatus(
         observed_generation=1,
         last_evaluation_time=now,

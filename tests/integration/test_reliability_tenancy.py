@@ -29,6 +29,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from slogate.core.timetext import parse_rfc3339
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.faultproxy import FaultProxy
 from slogate.localenv.prometheus import PrometheusServer
@@ -356,7 +357,7 @@ def watch_schedule(
         for key, st in current.items():
             if key[1] not in w.healthy or not st.get("lastEvaluationTime"):
                 continue
-            t = _epoch(st["lastEvaluationTime"])
+            t = parse_rfc3339(st["lastEvaluationTime"])
             times = seen.setdefault(key, [])
             if not times or times[-1] != t:
                 times.append(t)
@@ -364,12 +365,6 @@ def watch_schedule(
             break
         time.sleep(1.0)
     return seen
-
-
-def _epoch(text: str) -> float:
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def gaps(seen: Seen) -> list[float]:

@@ -10,6 +10,7 @@ run without it, as most of them would.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,8 +105,6 @@ def rule_object(cp: ControlPlane, name: str) -> dict[str, Any] | None:
             done.stderr
         )
         return None
-    import json
-
     return dict(json.loads(done.stdout))
 
 

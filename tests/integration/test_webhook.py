@@ -7,7 +7,6 @@ through the controller to the webhook.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from slogate.core.timetext import rfc3339
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.controlplane import ControlPlane
 from slogate.localenv.objects import (
@@ -33,8 +33,7 @@ NS = "gated"
 
 
 def now_rfc3339(offset_s: float = 0) -> str:
-    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_s)
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339(time.time() + offset_s)
 
 
 def slo_status(remaining: float, risk: str, burn1h: float, firing: list[str]) -> dict[str, Any]:

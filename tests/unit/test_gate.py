@@ -19,7 +19,7 @@ from slogate.core.admission import (
 )
 from slogate.core.gate import Remembered, SloView, judge_gate, remembered_blocking, strictest
 from slogate.core.releasegate import GateSpec
-from slogate.core.status import rfc3339
+from slogate.core.timetext import rfc3339
 
 NOW = 1_800_000_000.0
 STALE = 900.0

@@ -19,6 +19,8 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from slogate.core.timetext import parse_rfc3339
+
 log = logging.getLogger("slogate.peering")
 GROUP, VERSION, PLURAL = "kopf.dev", "v1", "clusterkopfpeerings"
 LIFETIME_S = 30  # how long a silent peer still counts as alive (kopf renews well before)
@@ -32,8 +34,8 @@ def should_be_active(
         if other == identity or not isinstance(info, Mapping):
             continue
         try:
-            seen = dt.datetime.fromisoformat(str(info.get("lastseen")).replace("Z", "+00:00"))
-            alive = seen + dt.timedelta(seconds=int(info.get("lifetime", 60))) > now
+            seen = parse_rfc3339(str(info.get("lastseen")))
+            alive = seen + int(info.get("lifetime", 60)) > now.timestamp()
             their = int(info.get("priority", 0))
         except (TypeError, ValueError):
             continue

@@ -9,7 +9,6 @@ blocking gate (SubjectAccessReview). ``settle`` turns those facts into the final
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Literal
 from slogate.core.durations import humanize_seconds, parse_duration
 from slogate.core.gate import GateVerdict, Remembered, SloView, judge_gate, remembered_blocking
 from slogate.core.releasegate import GateSpec
+from slogate.core.timetext import NoTimeZone, parse_rfc3339, rfc3339
 
 OVERRIDE = "slogate.dev/override"
 OVERRIDE_UNTIL = "slogate.dev/override-until"
@@ -185,14 +185,14 @@ def parse_override(annotations: Mapping[str, str], now: float) -> Override | str
     if not until_text:
         return f"{OVERRIDE} is set but {OVERRIDE_UNTIL} (an RFC3339 time) is missing"
     try:
-        until = dt.datetime.fromisoformat(until_text.replace("Z", "+00:00"))
+        until = parse_rfc3339(until_text)
+    except NoTimeZone:
+        return f"{OVERRIDE_UNTIL}={until_text!r} needs a time zone (e.g. a trailing Z)"
     except ValueError:
         return f"{OVERRIDE_UNTIL}={until_text!r} is not an RFC3339 time like 2026-11-22T14:00:00Z"
-    if until.tzinfo is None:
-        return f"{OVERRIDE_UNTIL}={until_text!r} needs a time zone (e.g. a trailing Z)"
-    if until.timestamp() <= now:
+    if until <= now:
         return f"the override expired at {until_text}"
-    return Override(reason, until.timestamp())
+    return Override(reason, until)
 
 
 def review(
@@ -285,8 +285,8 @@ def deny_message(
         reasons = "; ".join(hit.verdict.reasons)
         parts.append(f"ReleaseGate {hit.gate.namespace}/{hit.gate.name}: {reasons}")
     shortest = min(parse_duration(h.gate.spec.override.max_duration) for h in blocking)
-    until = dt.datetime.fromtimestamp(now + shortest, dt.UTC).replace(second=0, microsecond=0)
-    until_text = until.isoformat().replace("+00:00", "Z")
+    # Whole minutes: the suggested value reads like one a person would type.
+    until_text = rfc3339((now + shortest) // 60 * 60)
     what = (
         "this rollout"
         if rollout
@@ -338,7 +338,7 @@ def settle(
         if not refused:
             note = (
                 f"slogate: override by {change.user} until "
-                f"{_rfc3339(first.override.until)}: {first.override.reason}"
+                f"{rfc3339(first.override.until)}: {first.override.reason}"
             )
             return Verdict(
                 "allow", warnings=(*first.warnings, note), overridden=True, blocking=first.blocking
@@ -362,7 +362,3 @@ def settle(
         record_block=not change.dry_run,
         blocking=first.blocking,
     )
-
-
-def _rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")

@@ -17,13 +17,13 @@ would turn a BLOCK into onUnknown's default WARN, and the rollout through.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from slogate.core.releasegate import Decision, GateSpec
 from slogate.core.slo.message import format_burn, format_percent
+from slogate.core.timetext import parse_rfc3339_or_none
 
 RANK: dict[str, int] = {"ALLOW": 0, "WARN": 1, "BLOCK": 2}
 DEFAULT_STALE_AFTER_S = 15 * 60.0  # three controller heartbeats
@@ -115,15 +115,6 @@ class GateVerdict:
     objectives: tuple[ObjectiveVerdict, ...]
 
 
-def _parse_time(text: Any) -> float | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _condition(status: Mapping[str, Any], type_: str) -> str | None:
     for cond in status.get("conditions") or []:
         if cond.get("type") == type_:
@@ -150,7 +141,7 @@ def judge_objective(
     risk = status.get("risk")
     remaining = (status.get("errorBudget") or {}).get("remaining")
     unknown: str | None = None
-    evaluated = _parse_time(status.get("lastEvaluationTime"))
+    evaluated = parse_rfc3339_or_none(status.get("lastEvaluationTime"))
     if not status:
         unknown = "no status yet"
     elif _condition(status, "Stale") == "True":

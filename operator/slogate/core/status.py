@@ -18,13 +18,13 @@ observedGeneration; the transition time only moves when ``status`` flips):
 
 from __future__ import annotations
 
-import datetime as dt
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 from slogate.core.slo.evaluate import SloResult
 from slogate.core.slo.message import format_burn, format_percent
+from slogate.core.timetext import rfc3339
 
 CONDITION_TYPES = ("Ready", "Stale", "NoData", "BudgetExhausted", "Achievable", "RulesReady")
 HEARTBEAT_S = 300.0
@@ -70,10 +70,6 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
-
-
-def rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(round(epoch), tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def coarse_time(when: float, now: float) -> float:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from slogate.core.resources import API_VERSION
-from slogate.core.status import rfc3339
+from slogate.core.timetext import rfc3339
 
 
 def deployment(

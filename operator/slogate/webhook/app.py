@@ -43,7 +43,7 @@ from slogate.core.guards import (
     replicaset_owners,
 )
 from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
-from slogate.core.status import rfc3339
+from slogate.core.timetext import rfc3339
 from slogate.core.webhookconfig import CLUSTER_CONTROLLERS, DEPLOYMENTS, REPLICASETS, SLOS
 from slogate.kubeclient import api_client, load_config
 from slogate.probes import start_probe_server

@@ -17,7 +17,6 @@ exports the same per kind.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import random
@@ -36,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from slogate import metrics
+from slogate.core.timetext import rfc3339
 
 log = logging.getLogger("slogate.webhook.informer")
 Key = tuple[str, str]
@@ -158,11 +158,6 @@ def _describe(exc: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
-def _rfc3339(moment: float) -> str:
-    stamp = dt.datetime.fromtimestamp(moment, dt.UTC).replace(microsecond=0)
-    return stamp.isoformat().replace("+00:00", "Z")
-
-
 class Informer:
     """LIST then WATCH of one kind (in one namespace, or all), feeding ``source.sink``."""
 
@@ -223,7 +218,7 @@ class Informer:
             return f"{self.name}: initial list not finished{error}"
         if self.down_since is not None and self.down_for() > grace_s:
             return (
-                f"{self.name}: watch down since {_rfc3339(self.down_since)} "
+                f"{self.name}: watch down since {rfc3339(self.down_since)} "
                 f"({self.down_for():.0f}s){error}"
             )
         return None

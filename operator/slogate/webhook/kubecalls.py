@@ -21,7 +21,6 @@ webhook's event loop keeps answering reviews instead of waiting on its own bookk
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import json
 import logging
@@ -39,6 +38,7 @@ from slogate.core.admission import Change, GateHit
 from slogate.core.releasegate import OVERRIDES_KEPT
 from slogate.core.resources import GATE_KIND, GROUP, VERSION
 from slogate.core.status import Event
+from slogate.core.timetext import rfc3339
 from slogate.events import CoalescedEvents, post_event
 
 log = logging.getLogger("slogate.webhook.kube")
@@ -148,7 +148,7 @@ class KubeCalls:
             "workload": change.workload,
             "user": change.user,
             "image": change.image,
-            "time": _now(),
+            "time": rfc3339(time.time()),
         }
         if dry_run_mode:
             record["dryRun"] = True
@@ -203,7 +203,7 @@ class KubeCalls:
         """Record an override on every gate it passes (``lastOverride``, the last
         ``OVERRIDES_KEPT`` in ``overrides``) and in Events, before it is admitted: raises when
         it cannot be recorded in time, and the caller then refuses (no unrecorded override)."""
-        record = {**record, "time": _now()}
+        record = {**record, "time": rfc3339(time.time())}
         text = (
             f"{record['user']} overrode %s for {record['workload']} until {record['until']}: "
             f"{record['reason']}"
@@ -340,7 +340,3 @@ def object_ref(namespace: str, kind: str, api_version: str, name: str, uid: str)
         "name": name,
         "uid": uid,
     }
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -6,11 +6,12 @@ The JSON lines carry the fields kopf's JSON format has (``message``, ``timestamp
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import sys
 from typing import Any
+
+from slogate.core.timetext import rfc3339_micro
 
 _SEVERITY = {
     logging.DEBUG: "debug",
@@ -25,7 +26,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "message": record.getMessage(),
-            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "timestamp": rfc3339_micro(record.created),
             "severity": _SEVERITY.get(record.levelno, "info"),
             "logger": record.name,
         }

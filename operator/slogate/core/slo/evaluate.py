@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -44,6 +43,7 @@ from slogate.core.slo.message import compose, exhausts_text
 from slogate.core.slo.recommend import daily_sli, recommend
 from slogate.core.slo.risk import RISK_BY_CODE, classify, firing
 from slogate.core.slo.rules import BurnRule, check_rules
+from slogate.core.timetext import rfc3339
 
 DAY = 86400
 _OUTLOOKS = tuple(Outlook)
@@ -102,11 +102,7 @@ class SloResult:
             "firing": list(self.firing),
             "risk": self.risk,
             "forecast": {
-                "exhaustionTime": None
-                if exhaustion_time is None
-                else datetime.fromtimestamp(round(exhaustion_time), tz=UTC)
-                .isoformat()
-                .replace("+00:00", "Z"),
+                "exhaustionTime": None if exhaustion_time is None else rfc3339(exhaustion_time),
                 "exhaustsIn": self.forecast.exhausts_in,
                 "trend": self.forecast.trend,
                 "confidence": self.forecast.confidence,
