@@ -396,7 +396,7 @@ def controller_options(args: argparse.Namespace) -> Any:
 
 
 def webhook_options(args: argparse.Namespace) -> Any:
-    from slogate.core.webhookconfig import CLUSTER_CONTROLLERS
+    from slogate.core.webhookroutes import CLUSTER_CONTROLLERS
     from slogate.webhook.app import WebhookOptions
 
     return WebhookOptions(

@@ -1194,19 +1194,21 @@ def test_webhook_configuration_is_the_contract() -> None:
 
 
 def test_webhook_configuration_matches_the_local_environment_one() -> None:
-    # The local environment registers the webhooks from slogate.core.webhookconfig; both must
-    # send the API server the same requests, each to the path its handler serves.
+    # The local environment registers the webhooks from slogate.core.webhookconfig, on the
+    # routes of slogate.core.webhookroutes; both must send the API server the same requests,
+    # each to the path its handler serves.
     webhookconfig = pytest.importorskip("slogate.core.webhookconfig")
+    webhookroutes = pytest.importorskip("slogate.core.webhookroutes")
     ours = only(render(namespace="ops"), "ValidatingWebhookConfiguration")["webhooks"]
     theirs = webhookconfig.validating_webhook_configuration({}, operator_namespace="ops")
     theirs = theirs["webhooks"]
-    assert len(ours) == len(theirs) == len(webhookconfig.ROUTES) == 3
-    for mine, its, route in zip(ours, theirs, webhookconfig.ROUTES, strict=True):
+    assert len(ours) == len(theirs) == len(webhookroutes.ROUTES) == 3
+    for mine, its, route in zip(ours, theirs, webhookroutes.ROUTES, strict=True):
         assert mine.pop("clientConfig")["service"]["path"] == route.path
         its.pop("clientConfig")
         assert mine == its
         assert mine["name"] == route.name
-    assert ours[0]["name"] == webhookconfig.WEBHOOK_NAME
+    assert ours[0]["name"] == webhookroutes.WEBHOOK_NAME
 
 
 def _load(pem_b64: str) -> x509.Certificate:

@@ -1,77 +1,20 @@
-"""The ValidatingWebhookConfiguration slogate needs (the local environment installs this one;
-the Helm chart renders the same fields, and a test holds the two together).
+"""The ValidatingWebhookConfiguration slogate needs, as the local environment installs it (the
+Helm chart renders the same fields, and a test holds the two together).
 
-Three webhooks, one per kind of change the webhook judges, each on its own path of the same
-server:
-
-- ``deployments.slogate.dev``: rollouts of gated Deployments (the gate itself);
-- ``servicelevelobjectives.slogate.dev``: changes to SLOs a blocking gate reads (weakening,
-  relabelling, deleting or re-creating one needs the ``override`` verb while the gate blocks);
-- ``replicasets.slogate.dev``: ReplicaSets of gated Deployments made by anyone but the
-  Deployment controller (a hand-made one would pass as a rollback target).
+Three webhooks, one per route of the same server (``slogate.core.webhookroutes``): rollouts of
+gated Deployments, changes to the SLOs a blocking gate reads, and ReplicaSets of gated
+Deployments made by anyone but the Deployment controller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from slogate.core.webhookroutes import CLUSTER_CONTROLLERS, ROUTES
 
 CONFIG_NAME = "slogate"
 ALWAYS_EXCLUDED = ("kube-system",)
-
-
-# The cluster's own controllers, as the API server names them: with
-# --use-service-account-credentials (kubeadm, most managed clusters) each has a service account;
-# without it, all act as system:kube-controller-manager. The Deployment controller makes
-# ReplicaSets, the namespace controller and the garbage collector delete and orphan objects.
-# Their changes to ReplicaSets and SLOs are never judged: the API server does not even send them
-# (matchConditions), so a webhook that is down cannot stall them under failurePolicy: Fail.
-CLUSTER_CONTROLLERS = (
-    "system:serviceaccount:kube-system:deployment-controller",
-    "system:serviceaccount:kube-system:namespace-controller",
-    "system:serviceaccount:kube-system:generic-garbage-collector",
-    "system:kube-controller-manager",
-)
-
-
-@dataclass(frozen=True)
-class WebhookRoute:
-    name: str
-    path: str
-    group: str
-    version: str
-    resource: str
-    operations: tuple[str, ...]
-    skips_cluster_controllers: bool = False
-
-    def rule(self) -> dict[str, Any]:
-        return {
-            "apiGroups": [self.group],
-            "apiVersions": [self.version],
-            "operations": list(self.operations),
-            "resources": [self.resource],
-            "scope": "Namespaced",
-        }
-
-
-DEPLOYMENTS = WebhookRoute(
-    "deployments.slogate.dev", "/validate-deployments", "apps", "v1", "deployments",
-    ("CREATE", "UPDATE"),
-)  # fmt: skip
-SLOS = WebhookRoute(
-    "servicelevelobjectives.slogate.dev", "/validate-servicelevelobjectives", "slogate.dev",
-    "v1alpha1", "servicelevelobjectives", ("CREATE", "UPDATE", "DELETE"), True,
-)  # fmt: skip
-REPLICASETS = WebhookRoute(
-    "replicasets.slogate.dev", "/validate-replicasets", "apps", "v1", "replicasets",
-    ("CREATE", "UPDATE"), True,
-)  # fmt: skip
-ROUTES = (DEPLOYMENTS, SLOS, REPLICASETS)
-
-# The Deployment webhook's name and path (the first slogate had only this one).
-WEBHOOK_NAME = DEPLOYMENTS.name
-WEBHOOK_PATH = DEPLOYMENTS.path
 
 
 def validating_webhook_configuration(

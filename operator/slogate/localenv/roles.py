@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slogate.core.webhookconfig import WEBHOOK_PATH, validating_webhook_configuration
+from slogate.core.webhookconfig import validating_webhook_configuration
+from slogate.core.webhookroutes import WEBHOOK_PATH
 from slogate.localenv.certs import CertificateAuthority
 from slogate.localenv.processes import Process, free_port, wait_until
 

@@ -44,7 +44,7 @@ from slogate.core.guards import (
 )
 from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
 from slogate.core.timetext import rfc3339
-from slogate.core.webhookconfig import CLUSTER_CONTROLLERS, DEPLOYMENTS, REPLICASETS, SLOS
+from slogate.core.webhookroutes import CLUSTER_CONTROLLERS, DEPLOYMENTS, REPLICASETS, SLOS
 from slogate.kubeclient import api_client, load_config
 from slogate.probes import start_probe_server
 from slogate.webhook.informer import Source, Watches, custom_objects, typed, watch_client
@@ -94,7 +94,7 @@ class Webhook:
         self.tls = ReloadingTLS(options.tls_cert_file, options.tls_key_file, options.client_ca_file)
         self.calls: KubeCalls | None = None
         self.background: set[asyncio.Task[None]] = set()
-        # Admission routes by path (core.webhookconfig names them for the configuration):
+        # Admission routes by path (core.webhookroutes names them for the configuration):
         # another kind of review is one more entry here.
         self.routes: dict[str, Handler] = {
             DEPLOYMENTS.path: self.validate_deployment,
