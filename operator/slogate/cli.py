@@ -123,12 +123,6 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from slogate.localenv.demo import run_demo
-
-    return run_demo(once=args.once)
-
-
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"SLOGATE_{name}", default)
 
@@ -546,9 +540,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("demo", help="run the local demo (control plane, Prometheus, examples)")
-    p.add_argument("--once", action="store_true", help="show the story and exit (for scripts)")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -36,7 +36,7 @@ def leftovers() -> tuple[set[str], set[int]]:
 
 def demo(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "slogate", "demo", *args],
+        [sys.executable, "-m", "slogate.localenv.demo", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

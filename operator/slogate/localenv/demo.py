@@ -1,4 +1,5 @@
-"""``make demo``: the whole story on one machine, no Docker, no cluster.
+"""``make demo`` (``python -m slogate.localenv.demo``): the whole story on one machine, no Docker,
+no cluster.
 
 1. Start etcd + kube-apiserver and Prometheus (the same harness the tests use).
 2. Backfill 30 days for the example services, each with its own story: checkout is healthy
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import http.server
@@ -27,7 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +541,17 @@ def run_demo(once: bool, workdir: Path | None = None) -> int:
             pass
         _step("stopping")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m slogate.localenv.demo",
+        description="run the local demo (control plane, Prometheus, examples)",
+    )
+    parser.add_argument("--once", action="store_true", help="show the story and exit (for scripts)")
+    args = parser.parse_args(argv)
+    return run_demo(once=args.once)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
