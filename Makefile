@@ -30,7 +30,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 demo: deps venv tools
-	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m slogate.localenv.demo $(ARGS)
+	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m localenv.demo $(ARGS)
 
 bench: deps venv tools
 	SLOGATE_BIN_DIR="$$(tools/build.sh)" $(PY) -m bench.harness $(ARGS)

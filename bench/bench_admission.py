@@ -28,8 +28,8 @@ import aiohttp
 import httpx
 
 from bench.report import percentile
+from localenv.objects import deployment, replicaset
 from slogate.core.admission import strip_template_hash
-from slogate.localenv.objects import deployment, replicaset
 
 MIX = (("allow", 0.60), ("ungated", 0.25), ("warn", 0.10), ("deny", 0.05))
 # The same without refusals: the path that never leaves the process.

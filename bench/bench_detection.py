@@ -34,12 +34,12 @@ from bench.world import (
     METRIC,
     Api,
 )
+from localenv.certs import CertificateAuthority
+from localenv.objects import release_gate
+from localenv.processes import Process
+from localenv.prometheus import PrometheusServer
+from localenv.roles import WebhookProcess
 from slogate.core.timetext import parse_rfc3339
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.objects import release_gate
-from slogate.localenv.processes import Process
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import WebhookProcess
 
 NS = "live"
 NAME = "live-availability"

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.world import cpu_seconds
+from localenv.prometheus import PrometheusServer, Series, backfill_blocks
 from slogate.core.alertrules import RuleOptions, record, rule_file, rule_group
 from slogate.core.objective import SloSpec
-from slogate.localenv.prometheus import PrometheusServer, Series, backfill_blocks
 from slogate.manifests import dump_yaml
 
 SERVICES = 50

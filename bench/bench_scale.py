@@ -1,7 +1,7 @@
 """Scale: the real controller evaluating N SLOs, side by side with the naive baseline.
 
 For each N the controller process is started fresh (so its peak RSS and its one-time history
-fill belong to that N), behind a :class:`~slogate.localenv.faultproxy.FaultProxy` in pass mode
+fill belong to that N), behind a :class:`~localenv.faultproxy.FaultProxy` in pass mode
 that counts and records every Prometheus request. Ticks are read from the controller's own log
 line (``evaluated N SLOs: R Prometheus requests, W status writes, S s``); nothing polls the
 controller's ``/metrics`` inside a measured window (with 5,000 SLOs one scrape is itself a cost,
@@ -43,12 +43,12 @@ from bench.world import (
     slo_manifest,
     slo_name,
 )
+from localenv.controlplane import ControlPlane
+from localenv.faultproxy import FaultProxy, RecordedRequest
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess, metric_value
 from slogate.core.status import visible
 from slogate.core.timetext import parse_rfc3339
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.faultproxy import FaultProxy, RecordedRequest
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess, metric_value
 
 REPO = Path(__file__).resolve().parents[1]
 TICK_RE = re.compile(

@@ -51,13 +51,13 @@ from bench.world import (
     slo_status,
     story_series,
 )
+from localenv.controlplane import ControlPlane
+from localenv.faultproxy import FaultProxy
+from localenv.objects import deployment, release_gate
+from localenv.processes import Process, free_port
+from localenv.prometheus import PrometheusServer, blocks_from_openmetrics, openmetrics_text
+from localenv.roles import metric_value
 from slogate.core.timetext import rfc3339
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.faultproxy import FaultProxy
-from slogate.localenv.objects import deployment, release_gate
-from slogate.localenv.processes import Process, free_port
-from slogate.localenv.prometheus import PrometheusServer, blocks_from_openmetrics, openmetrics_text
-from slogate.localenv.roles import metric_value
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"

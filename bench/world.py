@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from slogate.localenv.objects import fresh_slo_status
-from slogate.localenv.prometheus import Series
+from localenv.objects import fresh_slo_status
+from localenv.prometheus import Series
 
 MINUTE = 60
 HOUR = 3600

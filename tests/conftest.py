@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.prometheus import PrometheusServer
+from localenv.controlplane import ControlPlane
+from localenv.prometheus import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"

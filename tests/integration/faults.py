@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.objects import fresh_slo_status
+from localenv.processes import Process, free_port
+from localenv.roles import WebhookProcess
 from slogate.core.timetext import rfc3339
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import fresh_slo_status
-from slogate.localenv.processes import Process, free_port
-from slogate.localenv.roles import WebhookProcess
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

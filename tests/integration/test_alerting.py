@@ -21,6 +21,13 @@ from typing import Any
 
 import pytest
 
+from localenv.alertmanager import AlertmanagerServer
+from localenv.controlplane import ControlPlane
+from localenv.demoapp import Traffic, serve
+from localenv.processes import free_port
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess
+from localenv.synthetic import Phase, Story, counters, histogram, story
 from slogate.core.alertrules import (
     ALERT_NAME,
     BUDGET_RECORD,
@@ -33,13 +40,6 @@ from slogate.core.alertrules import (
 from slogate.core.durations import parse_duration
 from slogate.core.objective import SloSpec
 from slogate.core.timetext import parse_rfc3339
-from slogate.localenv.alertmanager import AlertmanagerServer
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.demoapp import Traffic, serve
-from slogate.localenv.processes import free_port
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess
-from slogate.localenv.synthetic import Phase, Story, counters, histogram, story
 from slogate.manifests import dump_yaml
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]

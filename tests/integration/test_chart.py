@@ -35,10 +35,10 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from slogate.localenv.binaries import tool
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.processes import Process, free_port, wait_until
+from localenv.binaries import tool
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.processes import Process, free_port, wait_until
 from tests.conftest import third_party_crds
 
 pytestmark = pytest.mark.cluster
@@ -1194,10 +1194,10 @@ def test_webhook_configuration_is_the_contract() -> None:
 
 
 def test_webhook_configuration_matches_the_local_environment_one() -> None:
-    # The local environment registers the webhooks from slogate.core.webhookconfig, on the
+    # The local environment registers the webhooks from localenv.webhookconfig, on the
     # routes of slogate.core.webhookroutes; both must send the API server the same requests,
     # each to the path its handler serves.
-    webhookconfig = pytest.importorskip("slogate.core.webhookconfig")
+    webhookconfig = pytest.importorskip("localenv.webhookconfig")
     webhookroutes = pytest.importorskip("slogate.core.webhookroutes")
     ours = only(render(namespace="ops"), "ValidatingWebhookConfiguration")["webhooks"]
     theirs = webhookconfig.validating_webhook_configuration({}, operator_namespace="ops")
@@ -1867,8 +1867,8 @@ def test_webhook_with_the_charts_client_ca_answers_the_api_server_only(
     """The chart's --client-ca-file, given the CA of the client certificate the local API
     server presents to webhooks: a review the API server sends is answered, one from a client
     without that certificate fails in the TLS handshake."""
-    from slogate.core.webhookconfig import validating_webhook_configuration
-    from slogate.localenv.objects import deployment
+    from localenv.objects import deployment
+    from localenv.webhookconfig import validating_webhook_configuration
 
     values = {"webhook": {"clientCA": {"existingConfigMap": "apiserver-webhook-client-ca"}}}
     install = ChartInstall(isolated, values, "mtls")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import deployment
+from localenv.controlplane import ControlPlane
+from localenv.objects import deployment
 from tests.conftest import EXAMPLES, MANIFESTS
 from tests.integration.test_webhook import apply, gate, set_status, slo, slo_status
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from localenv.controlplane import ControlPlane
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess
+from localenv.synthetic import Phase, Story, counters, histogram, story
 from slogate.core.timetext import parse_rfc3339
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess
-from slogate.localenv.synthetic import Phase, Story, counters, histogram, story
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from localenv.controlplane import ControlPlane
 from slogate.core.objective import (
     Condition,
     ErrorBudget,
@@ -23,7 +24,6 @@ from slogate.core.objective import (
 )
 from slogate.core.timetext import rfc3339
 from slogate.core.validation import field_errors
-from slogate.localenv.controlplane import ControlPlane
 from tests.conftest import EXAMPLES, MANIFESTS
 from tests.unit.test_models import INVALID, expectations
 

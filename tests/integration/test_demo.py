@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from slogate.localenv.binaries import tool
+from localenv.binaries import REPO_ROOT, tool
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
@@ -36,7 +36,8 @@ def leftovers() -> tuple[set[str], set[int]]:
 
 def demo(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "slogate.localenv.demo", *args],
+        [sys.executable, "-m", "localenv.demo", *args],
+        cwd=REPO_ROOT,  # localenv is not installed: it imports from the repository root
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

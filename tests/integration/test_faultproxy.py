@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from slogate.localenv.faultproxy import FaultProxy, Mode
-from slogate.localenv.prometheus import PrometheusServer
+from localenv.faultproxy import FaultProxy, Mode
+from localenv.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.prometheus
 
@@ -183,7 +183,7 @@ def test_chunked_request_bodies_are_forwarded(proxy: FaultProxy) -> None:
 def test_mode_switches_under_load_are_safe(
     proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="slogate.localenv.faultproxy")
+    caplog.set_level(logging.WARNING, logger="localenv.faultproxy")
     outcomes: list[int | str] = []
     lock = threading.Lock()
     stop = threading.Event()

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import deployment, ratio_slo, release_gate
-from slogate.localenv.prometheus import PrometheusServer, Series
-from slogate.localenv.roles import ControllerProcess, WebhookProcess
-from slogate.localenv.synthetic import Phase, counters, story
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.objects import deployment, ratio_slo, release_gate
+from localenv.prometheus import PrometheusServer, Series
+from localenv.roles import ControllerProcess, WebhookProcess
+from localenv.synthetic import Phase, counters, story
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess
-from slogate.localenv.synthetic import Phase, counters, story
+from localenv.controlplane import ControlPlane
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess
+from localenv.synthetic import Phase, counters, story
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from slogate.localenv.prometheus import PrometheusServer, Series, counter, openmetrics_text
+from localenv.prometheus import PrometheusServer, Series, counter, openmetrics_text
 
 pytestmark = pytest.mark.prometheus
 

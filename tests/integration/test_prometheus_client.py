@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.faultproxy import FaultProxy
-from slogate.localenv.processes import free_port
-from slogate.localenv.prometheus import PrometheusServer, counter
+from localenv.certs import CertificateAuthority
+from localenv.faultproxy import FaultProxy
+from localenv.processes import free_port
+from localenv.prometheus import PrometheusServer, counter
 from slogate.prometheus import (
     PROMETHEUS_ERROR_TYPES,
     ErrorKind,

@@ -23,8 +23,8 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slogate.localenv.faultproxy import FaultProxy
-from slogate.localenv.prometheus import PrometheusServer
+from localenv.faultproxy import FaultProxy
+from localenv.prometheus import PrometheusServer
 from slogate.prometheus import (
     ClientPool,
     ErrorKind,

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import deployment, release_gate, replicaset
-from slogate.localenv.roles import WebhookProcess
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.objects import deployment, release_gate, replicaset
+from localenv.roles import WebhookProcess
 from tests.integration.faults import (
     RBAC,
     TcpProxy,

@@ -36,10 +36,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from localenv.controlplane import ControlPlane
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess
 from slogate.core.validation import field_errors
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess
 from tests.integration.faults import (
     apply,
     condition,

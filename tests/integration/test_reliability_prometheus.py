@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.faultproxy import FaultProxy
-from slogate.localenv.objects import release_gate
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess
-from slogate.localenv.synthetic import Phase, Story, counters, story
+from localenv.controlplane import ControlPlane
+from localenv.faultproxy import FaultProxy
+from localenv.objects import release_gate
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess
+from localenv.synthetic import Phase, Story, counters, story
 from tests.integration.faults import (
     apply,
     condition,

@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.faultproxy import FaultProxy
-from slogate.localenv.objects import deployment, release_gate
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess, WebhookProcess
-from slogate.localenv.synthetic import Phase, counters, story
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.faultproxy import FaultProxy
+from localenv.objects import deployment, release_gate
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess, WebhookProcess
+from localenv.synthetic import Phase, counters, story
 from tests.integration.faults import (
     RBAC,
     apply,

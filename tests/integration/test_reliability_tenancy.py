@@ -29,12 +29,12 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from localenv.controlplane import ControlPlane
+from localenv.faultproxy import FaultProxy
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess
+from localenv.synthetic import Phase, Story, counters, histogram, story
 from slogate.core.timetext import parse_rfc3339
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.faultproxy import FaultProxy
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess
-from slogate.localenv.synthetic import Phase, Story, counters, histogram, story
 from tests.integration.backends import Backend, endless
 from tests.integration.faults import condition, log_problems, matrix_row, remove_objects
 from tests.integration.hostile import HostileSpecs

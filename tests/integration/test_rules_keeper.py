@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from localenv.controlplane import ControlPlane
+from localenv.prometheus import PrometheusServer
+from localenv.roles import ControllerProcess
 from slogate.core.alertrules import RuleOptions, rule_group
 from slogate.core.objective import SloSpec
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.prometheus import PrometheusServer
-from slogate.localenv.roles import ControllerProcess
 from tests.conftest import third_party_crds
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]

@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from slogate.core.timetext import rfc3339
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import (
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.objects import (
     deployment,
     fresh_slo_status,
     ratio_slo,
     release_gate,
     replicaset,
 )
-from slogate.localenv.roles import WebhookProcess
+from localenv.roles import WebhookProcess
+from slogate.core.timetext import rfc3339
 
 pytestmark = pytest.mark.cluster
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.objects import deployment, release_gate
+from localenv.processes import free_port
+from localenv.roles import WebhookProcess
 from slogate.kubeclient import load_config
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import deployment, release_gate
-from slogate.localenv.processes import free_port
-from slogate.localenv.roles import WebhookProcess
 from slogate.webhook.informer import Source, Watches, custom_objects, watch_client
 from slogate.webhook.review import (
     AdmissionAnswer,

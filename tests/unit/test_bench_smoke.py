@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+
 from bench import baseline, report
 from bench.bench_admission import (
     MIX,
@@ -19,7 +20,6 @@ from bench.bench_admission import (
 )
 from bench.bench_scale import compare_budgets, parse_tick_line
 from bench.world import exporter_spec, kind_of_slo, make_services, slo_manifest, story_series
-
 from slogate.core.admission import template_digest
 from slogate.core.objective import SloSpec
 

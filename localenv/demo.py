@@ -1,4 +1,4 @@
-"""``make demo`` (``python -m slogate.localenv.demo``): the whole story on one machine, no Docker,
+"""``make demo`` (``python -m localenv.demo``): the whole story on one machine, no Docker,
 no cluster.
 
 1. Start etcd + kube-apiserver and Prometheus (the same harness the tests use).
@@ -33,15 +33,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from slogate.core.webhookconfig import validating_webhook_configuration
-from slogate.localenv.alertmanager import AlertmanagerServer
-from slogate.localenv.binaries import REPO_ROOT, bin_dir
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.controlplane import ControlPlane
-from slogate.localenv.objects import deployment, release_gate
-from slogate.localenv.processes import Process, StartupError, free_port, wait_until
-from slogate.localenv.prometheus import PrometheusServer, Series, backfill_blocks
-from slogate.localenv.synthetic import Phase, Story, counters, histogram, story
+from localenv.alertmanager import AlertmanagerServer
+from localenv.binaries import REPO_ROOT, bin_dir
+from localenv.certs import CertificateAuthority
+from localenv.controlplane import ControlPlane
+from localenv.objects import deployment, release_gate
+from localenv.processes import Process, StartupError, free_port, wait_until
+from localenv.prometheus import PrometheusServer, Series, backfill_blocks
+from localenv.synthetic import Phase, Story, counters, histogram, story
+from localenv.webhookconfig import validating_webhook_configuration
 
 NS = "shop"
 RATE_PER_S = 20.0
@@ -317,7 +317,7 @@ class Demo:
             [
                 sys.executable,
                 "-m",
-                "slogate.localenv.demoapp",
+                "localenv.demoapp",
                 "--port",
                 str(self.app_port),
                 "--state",
@@ -545,7 +545,7 @@ def run_demo(once: bool, workdir: Path | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m slogate.localenv.demo",
+        prog="python -m localenv.demo",
         description="run the local demo (control plane, Prometheus, examples)",
     )
     parser.add_argument("--once", action="store_true", help="show the story and exit (for scripts)")

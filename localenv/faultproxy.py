@@ -60,7 +60,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from slogate.localenv.processes import free_port
+from localenv.processes import free_port
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from slogate.localenv.processes import StartupError
+from localenv.processes import StartupError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "build.sh"
 REQUIRED = ("etcd", "kube-apiserver", "kubectl")
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from slogate.localenv.binaries import bin_dir, tool
-from slogate.localenv.certs import CertificateAuthority, rsa_signing_key_pem
-from slogate.localenv.processes import Process, Server, free_port, wait_until
+from localenv.binaries import bin_dir, tool
+from localenv.certs import CertificateAuthority, rsa_signing_key_pem
+from localenv.processes import Process, Server, free_port, wait_until
 
 ADMIN_USER = "slogate-admin"
 WEBHOOK_CLIENT_USER = "kube-apiserver-webhook-client"

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from slogate.localenv.binaries import tool
-from slogate.localenv.processes import (
+from localenv.binaries import tool
+from localenv.processes import (
     Process,
     Server,
     StartupError,

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slogate.core.webhookconfig import validating_webhook_configuration
+from localenv.certs import CertificateAuthority
+from localenv.processes import Process, free_port, wait_until
+from localenv.webhookconfig import validating_webhook_configuration
 from slogate.core.webhookroutes import WEBHOOK_PATH
-from slogate.localenv.certs import CertificateAuthority
-from slogate.localenv.processes import Process, free_port, wait_until
 
 
 def metric_value(text: str, metric_name: str, /, **labels: str) -> float:
@@ -81,7 +81,7 @@ class WebhookProcess(RoleProcess):
     """``python -m slogate webhook`` with a serving certificate for 127.0.0.1 from ``ca``.
 
     ``client_ca``: require client certificates signed by it (``--client-ca-file``), e.g.
-    :attr:`ControlPlane.webhook_client_ca <slogate.localenv.controlplane.ControlPlane>`, whose
+    :attr:`ControlPlane.webhook_client_ca <localenv.controlplane.ControlPlane>`, whose
     certificate the local API server presents to every webhook. ``extra``: more flags.
     """
 

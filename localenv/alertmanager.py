@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from slogate.localenv.binaries import tool
-from slogate.localenv.processes import Process, Server, answers_ok, free_port, wait_until
+from localenv.binaries import tool
+from localenv.processes import Process, Server, answers_ok, free_port, wait_until
 
 BINARY = "prometheus-alertmanager"  # Debian's name for the alertmanager binary
 

@@ -6,7 +6,7 @@ from the values the backfilled history ended at, so 30 days of history and live 
 one series. Traffic is simulated: ``rate`` requests per second, a share ``error_ratio`` of them
 answered with 500, ``slow_ratio`` slower than 300 ms.
 
-    python -m slogate.localenv.demoapp --port 9100 --state start.json
+    python -m localenv.demoapp --port 9100 --state start.json
     curl -X POST 'localhost:9100/control?error_ratio=0.5'    # start burning budget
 """
 

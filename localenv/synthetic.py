@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from slogate.localenv.prometheus import Series
+from localenv.prometheus import Series
 
 MINUTE = 60
 FloatArray = npt.NDArray[np.float64]
