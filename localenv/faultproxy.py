@@ -1,4 +1,5 @@
-"""A real HTTP proxy that sits in front of a real server and misbehaves on command.
+"""Real proxies that sit in front of real servers and misbehave on command: :class:`FaultProxy`
+(HTTP, in front of Prometheus) and :class:`TcpProxy` (TCP, in front of kube-apiserver).
 
 Tests point the code under test at ``proxy.url`` instead of the upstream (the local Prometheus)
 and switch faults at runtime, from any thread::
@@ -36,6 +37,11 @@ serves only below that path (like a reverse proxy mounting Prometheus at a prefi
 before forwarding; anything else gets 404. ``tls=(cert_file, key_file)`` serves HTTPS.
 
 Stopping closes every connection and joins every thread it started; no thread is left behind.
+
+:class:`TcpProxy` forwards bytes without reading them, so TLS and client certificates pass
+through to the real API server untouched; it can reset every open connection, stop and resume
+listening on its port, or hold every byte. :func:`kubeconfig_via` points a copy of the local
+control plane's admin kubeconfig at it.
 """
 
 from __future__ import annotations
@@ -58,9 +64,14 @@ from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from localenv.processes import free_port
+
+if TYPE_CHECKING:
+    from localenv.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
 
@@ -600,8 +611,149 @@ class _Handler(BaseHTTPRequestHandler):
     def _abort(self) -> None:
         """Drop the connection with a TCP reset instead of an orderly close."""
         self.close_connection = True
+        if _reset_on_close(self.connection):
+            self.server.mark_aborted(self.connection)
+
+
+def _reset_on_close(sock: socket.socket) -> bool:
+    """Linger 0: closing ``sock`` sends a TCP reset instead of an orderly FIN. False if the
+    socket is already gone."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        return False
+    return True
+
+
+# -- a TCP proxy in front of kube-apiserver --------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards TCP connections on a loopback port to ``target``; can reset them all at once.
+
+    ``drop()`` aborts every open connection with a TCP reset (a dropped watch, a load balancer
+    restarting) while still accepting new ones; ``refuse()`` stops listening, ``accept()`` listens
+    again on the same port; ``stall()`` holds every byte in both directions (an API server that
+    accepts but does not answer) until ``flow()``.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self.accepted = 0
+        self.dropped = 0
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def __enter__(self) -> TcpProxy:
+        self.accept()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flow()
+        self.refuse()
+        self.drop()
+        for t in self._threads:
+            t.join(5)
+
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def accept(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                return
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", self.port))
+            sock.listen(64)
+            self._listener = sock
+        thread = threading.Thread(target=self._accept_loop, args=(sock,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def refuse(self) -> None:
+        with self._lock:
+            sock, self._listener = self._listener, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def drop(self) -> int:
+        """Reset every open connection; returns how many were cut."""
+        with self._lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for conn in conns:
+            # Linger 0 turns the final close into a reset. shutdown(SHUT_RD) first wakes the pump
+            # thread blocked in recv(): a socket is only released (and the RST sent) once no
+            # system call holds it any more.
+            _reset_on_close(conn)
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RD)
+            with contextlib.suppress(OSError):
+                conn.close()
+        self.dropped += len(conns)
+        return len(conns)
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        self._flowing.set()
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+                self.accepted += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                t.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while not self._flowing.wait(0.5):
+                    pass
+                dst.sendall(data)
         except OSError:
-            return
-        self.server.mark_aborted(self.connection)
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+            with self._lock:
+                self._conns.discard(src)
+
+
+def kubeconfig_via(cp: ControlPlane, proxy: TcpProxy, path: Path) -> Path:
+    """A copy of the admin kubeconfig whose server is the proxy (same certificates)."""
+    config = yaml.safe_load(cp.kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = proxy.url()
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

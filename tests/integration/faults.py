@@ -1,22 +1,17 @@
-"""Helpers for the reliability tests: a TCP proxy in front of kube-apiserver, a chaos admission
-webhook that answers 409 on command, direct AdmissionReview calls, CPU and log checks.
+"""Helpers for the reliability tests: fault-matrix rows, polling, direct AdmissionReview calls,
+CPU and log checks, manifests, and RBAC as the chart ships it.
 
-Everything here is real: the TCP proxy forwards bytes to the real API server (so TLS and client
-certificates pass through untouched) and can cut every open connection with a TCP reset; the
-chaos webhook is called by the real API server, so a 409 it asks for is a real 409 the operator
-receives from the API server.
+The faults themselves come from real servers in the local environment: ``localenv.faultproxy``
+(an HTTP proxy in front of Prometheus, a TCP proxy in front of kube-apiserver) and
+``localenv.chaoswebhook`` (an admission webhook the real API server calls, refusing on command).
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
-import socket
 import ssl
-import struct
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +25,7 @@ import yaml
 from localenv.certs import CertificateAuthority
 from localenv.controlplane import ControlPlane
 from localenv.objects import fresh_slo_status
-from localenv.processes import Process, free_port
+from localenv.processes import Process
 from localenv.roles import WebhookProcess
 from slogate.core.timetext import rfc3339
 
@@ -105,253 +100,6 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
         if cond.get("type") == type_:
             return dict(cond)
     return {}
-
-
-# --- a TCP proxy in front of kube-apiserver ----------------------------------------------------
-
-
-class TcpProxy:
-    """Forwards TCP connections on a loopback port to ``target``; can reset them all at once.
-
-    ``drop()`` aborts every open connection with a TCP reset (a dropped watch, a load balancer
-    restarting) while still accepting new ones; ``refuse()`` stops listening, ``accept()`` listens
-    again on the same port; ``stall()`` holds every byte in both directions (an API server that
-    accepts but does not answer) until ``flow()``.
-    """
-
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self.accepted = 0
-        self.dropped = 0
-        self._flowing = threading.Event()
-        self._flowing.set()
-
-    def __enter__(self) -> TcpProxy:
-        self.accept()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.flow()
-        self.refuse()
-        self.drop()
-        for t in self._threads:
-            t.join(5)
-
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def accept(self) -> None:
-        with self._lock:
-            if self._listener is not None:
-                return
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", self.port))
-            sock.listen(64)
-            self._listener = sock
-        thread = threading.Thread(target=self._accept_loop, args=(sock,), daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def refuse(self) -> None:
-        with self._lock:
-            sock, self._listener = self._listener, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def drop(self) -> int:
-        """Reset every open connection; returns how many were cut."""
-        with self._lock:
-            conns = list(self._conns)
-            self._conns.clear()
-        for conn in conns:
-            # Linger 0 turns the final close into a reset. shutdown(SHUT_RD) first wakes the pump
-            # thread blocked in recv(): a socket is only released (and the RST sent) once no
-            # system call holds it any more.
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RD)
-            with contextlib.suppress(OSError):
-                conn.close()
-        self.dropped += len(conns)
-        return len(conns)
-
-    def stall(self) -> None:
-        self._flowing.clear()
-
-    def flow(self) -> None:
-        self._flowing.set()
-
-    @property
-    def open_connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
-
-    def _accept_loop(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns.update((client, upstream))
-                self.accepted += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
-                t.start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                while not self._flowing.wait(0.5):
-                    pass
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-            with self._lock:
-                self._conns.discard(src)
-
-
-def kubeconfig_via(cp: ControlPlane, proxy: TcpProxy, path: Path) -> Path:
-    """A copy of the admin kubeconfig whose server is the proxy (same certificates)."""
-    config = yaml.safe_load(cp.kubeconfig.read_text())
-    for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = proxy.url()
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-# --- a chaos admission webhook -----------------------------------------------------------------
-
-
-class ChaosWebhook:
-    """A validating webhook the real API server calls for ``resources``; it refuses the next
-    ``n`` requests with an HTTP-like status code (409 Conflict by default) and allows the rest.
-    """
-
-    def __init__(self, ca: CertificateAuthority, workdir: Path, name: str = "chaos") -> None:
-        self.ca = ca
-        self.name = name
-        workdir.mkdir(parents=True, exist_ok=True)
-        cert, key = workdir / "chaos.crt", workdir / "chaos.key"
-        ca.serving("chaos-webhook").write(cert, key)
-        self._lock = threading.Lock()
-        self._remaining = 0
-        self._code = 409
-        self._only: Callable[[dict[str, Any]], bool] = lambda _: True
-        self.refused: list[dict[str, Any]] = []
-        self.seen = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                review = json.loads(body)
-                response = outer._answer(review["request"])
-                out = json.dumps(
-                    {
-                        "apiVersion": "admission.k8s.io/v1",
-                        "kind": "AdmissionReview",
-                        "response": response,
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(cert), str(key))
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-    def fail_next(
-        self, n: int, code: int = 409, only: Callable[[dict[str, Any]], bool] | None = None
-    ) -> None:
-        with self._lock:
-            self._remaining, self._code = n, code
-            self._only = only or (lambda _: True)
-            self.refused.clear()
-
-    @property
-    def remaining(self) -> int:
-        with self._lock:
-            return self._remaining
-
-    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self.seen += 1
-            if self._remaining > 0 and self._only(request):
-                self._remaining -= 1
-                self.refused.append(request)
-                return {
-                    "uid": request["uid"],
-                    "allowed": False,
-                    "status": {
-                        "code": self._code,
-                        "reason": "Conflict" if self._code == 409 else "InternalError",
-                        "message": "injected by the reliability tests' chaos webhook: the "
-                        "object has been modified; please apply your changes to the latest "
-                        "version and try again",
-                    },
-                }
-        return {"uid": request["uid"], "allowed": True}
-
-    def configuration(self, rules: list[dict[str, Any]]) -> dict[str, Any]:
-        import base64
-
-        return {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": f"slogate-{self.name}"},
-            "webhooks": [
-                {
-                    "name": f"{self.name}.reliability.slogate.dev",
-                    "clientConfig": {
-                        "url": f"https://127.0.0.1:{self.port}/",
-                        "caBundle": base64.b64encode(self.ca.cert_pem).decode(),
-                    },
-                    "rules": rules,
-                    "sideEffects": "None",
-                    "admissionReviewVersions": ["v1"],
-                    "failurePolicy": "Ignore",
-                    "timeoutSeconds": 3,
-                }
-            ],
-        }
 
 
 # --- direct AdmissionReviews, as the API server sends them ------------------------------------

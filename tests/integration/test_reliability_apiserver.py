@@ -23,19 +23,17 @@ from typing import Any
 import pytest
 
 from localenv.certs import CertificateAuthority
+from localenv.chaoswebhook import ChaosWebhook
 from localenv.controlplane import ControlPlane
-from localenv.faultproxy import FaultProxy
+from localenv.faultproxy import FaultProxy, TcpProxy, kubeconfig_via
 from localenv.objects import deployment, release_gate
 from localenv.prometheus import PrometheusServer
 from localenv.roles import ControllerProcess, WebhookProcess
 from localenv.synthetic import Phase, Story, counters, story
 from tests.integration.faults import (
-    ChaosWebhook,
-    TcpProxy,
     apply,
     condition,
     eventually,
-    kubeconfig_via,
     log_problems,
     matrix_row,
     ratio_indicator,

@@ -28,17 +28,16 @@ import pytest
 
 from localenv.certs import CertificateAuthority
 from localenv.controlplane import ControlPlane
+from localenv.faultproxy import TcpProxy, kubeconfig_via
 from localenv.objects import deployment, release_gate, replicaset
 from localenv.roles import WebhookProcess
 from tests.integration.faults import (
     RBAC,
-    TcpProxy,
     apply,
     binding,
     chart_user_roles,
     chart_webhook_rules,
     eventually,
-    kubeconfig_via,
     matrix_row,
     now_rfc3339,
     remove_objects,

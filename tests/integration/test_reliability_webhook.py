@@ -31,15 +31,14 @@ from cryptography import x509
 
 from localenv.certs import CertificateAuthority
 from localenv.controlplane import ControlPlane
+from localenv.faultproxy import TcpProxy, kubeconfig_via
 from localenv.objects import deployment, release_gate
 from localenv.roles import WebhookProcess
 from tests.integration.faults import (
     StartingWebhook,
-    TcpProxy,
     admission_review,
     apply,
     eventually,
-    kubeconfig_via,
     log_problems,
     matrix_row,
     post_review,
