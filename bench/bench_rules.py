@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.world import cpu_seconds
+from localenv.processes import cpu_seconds
 from localenv.prometheus import PrometheusServer, Series, backfill_blocks
 from slogate.core.alertrules import RuleOptions, record, rule_file, rule_group
 from slogate.core.objective import SloSpec

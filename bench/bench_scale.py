@@ -34,7 +34,6 @@ from bench.world import (
     GROUP_VERSION,
     Api,
     apiserver_writes,
-    cpu_seconds,
     kind_of_slo,
     memory_kib,
     namespace_of,
@@ -45,6 +44,7 @@ from bench.world import (
 )
 from localenv.controlplane import ControlPlane
 from localenv.faultproxy import FaultProxy, RecordedRequest
+from localenv.processes import cpu_seconds
 from localenv.prometheus import PrometheusServer
 from localenv.roles import ControllerProcess, metric_value
 from slogate.core.status import visible

@@ -41,7 +41,6 @@ from bench.report import (
 )
 from bench.world import (
     Api,
-    cpu_seconds,
     exporter_spec,
     live_history,
     machine,
@@ -54,7 +53,7 @@ from bench.world import (
 from localenv.controlplane import ControlPlane
 from localenv.faultproxy import FaultProxy
 from localenv.objects import deployment, release_gate
-from localenv.processes import Process, free_port
+from localenv.processes import Process, cpu_seconds, free_port
 from localenv.prometheus import PrometheusServer, blocks_from_openmetrics, openmetrics_text
 from localenv.roles import metric_value
 from slogate.core.timetext import rfc3339

@@ -23,6 +23,12 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process (all its threads) so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _die_with_parent() -> None:
     # If the test run or demo is killed outright, its servers must not linger.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import ssl
 import time
 import urllib.error
@@ -63,13 +62,6 @@ def eventually(check: Callable[[], T], timeout: float = 30, interval: float = 0.
             if time.monotonic() > deadline:
                 raise
             time.sleep(interval)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (from /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def log_problems(proc: Process) -> list[str]:

@@ -27,13 +27,13 @@ import pytest
 from localenv.controlplane import ControlPlane
 from localenv.faultproxy import FaultProxy
 from localenv.objects import release_gate
+from localenv.processes import cpu_seconds
 from localenv.prometheus import PrometheusServer
 from localenv.roles import ControllerProcess
 from localenv.synthetic import Phase, Story, counters, story
 from tests.integration.faults import (
     apply,
     condition,
-    cpu_seconds,
     log_problems,
     matrix_row,
     matrix_rows_from,
