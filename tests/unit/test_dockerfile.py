@@ -192,6 +192,8 @@ def dockerignore_lines() -> list[str]:
         "tests/conftest.py",
         "tests/unit/test_dockerfile.py",
         "bench/bench_math.py",
+        "localenv/demo.py",
+        "localenv/faultproxy.py",
         "charts/slogate/values.yaml",
         "docs/install.md",
         ".mypy_cache/x",
