@@ -14,9 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from slogate import metrics
+from slogate import memory, metrics
 from slogate.controller import evaluator as ev_module
-from slogate.controller import memory
 from slogate.controller.entries import BUDGET_GRID_S, BudgetSamples, SloEntry
 from slogate.controller.evaluator import Evaluator, EvaluatorSettings, _shift_in
 from slogate.core.durations import format_duration

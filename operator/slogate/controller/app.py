@@ -28,7 +28,6 @@ from slogate.controller.entries import SloEntry
 from slogate.controller.evaluator import Evaluator, EvaluatorSettings, SloGone, TickStats
 from slogate.controller.gates import GateKeeper
 from slogate.controller.kube import KubeSink
-from slogate.controller.memory import Trimmer, limit_arenas
 from slogate.controller.peering import LIFETIME_S, PeeringMonitor
 from slogate.controller.rules import RulesKeeper
 from slogate.core.alertrules import RuleOptions
@@ -39,6 +38,7 @@ from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
 from slogate.core.status import Problem, failed_status, invalid_spec_reported
 from slogate.core.validation import field_errors
 from slogate.kubeclient import api_client, connection_info, load_config
+from slogate.memory import Trimmer, limit_arenas
 from slogate.probes import start_probe_server
 from slogate.prometheus import ClientPool
 from slogate.prometheus.client import PrometheusConfig

@@ -23,7 +23,6 @@ from typing import Any
 from kubernetes import client as k8s
 
 from slogate import metrics
-from slogate.controller.memory import limit_arenas
 from slogate.core.admission import (
     Change,
     GateHit,
@@ -46,6 +45,7 @@ from slogate.core.resources import GATE_KIND, GROUP, SLO_KIND, VERSION
 from slogate.core.timetext import rfc3339
 from slogate.core.webhookroutes import CLUSTER_CONTROLLERS, DEPLOYMENTS, REPLICASETS, SLOS
 from slogate.kubeclient import api_client, load_config
+from slogate.memory import limit_arenas
 from slogate.probes import start_probe_server
 from slogate.webhook.informer import Source, Watches, custom_objects, typed, watch_client
 from slogate.webhook.kubecalls import Deadline, KubeCalls, object_ref

@@ -1,4 +1,4 @@
-"""Keeping the controller's resident memory near what it uses (glibc malloc only).
+"""Keeping a role's resident memory near what it uses (glibc malloc only).
 
 Two properties of glibc's allocator made the controller's RSS grow well past its live data:
 
@@ -7,9 +7,10 @@ Two properties of glibc's allocator made the controller's RSS grow well past its
 - freed memory inside an arena is returned to the system only at its top, so a tick's
   temporaries (query answers, statuses, numpy arrays) leave holes that stay resident.
 
-``limit_arenas`` caps the arenas (what ``MALLOC_ARENA_MAX`` does, which the image also sets;
-an explicit ``MALLOC_ARENA_MAX`` wins), and ``Trimmer`` hands freed pages back after ticks with
-``malloc_trim``. Elsewhere (musl, macOS) both do nothing.
+``limit_arenas``, which every role calls at start-up, caps the arenas (what
+``MALLOC_ARENA_MAX`` does, which the image also sets; an explicit ``MALLOC_ARENA_MAX`` wins), and
+``Trimmer`` hands freed pages back after the controller's ticks with ``malloc_trim``. Elsewhere
+(musl, macOS) both do nothing.
 """
 
 from __future__ import annotations
