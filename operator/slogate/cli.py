@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from slogate import __version__
+from slogate import __version__, run
 from slogate.core.crd import all_crds
 from slogate.core.validation import field_errors
 from slogate.manifests import dump_yaml, load_documents
@@ -411,32 +411,18 @@ def webhook_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
-    from slogate.controller.app import Controller
-
-    Controller(controller_options(args)).run()
+    run.controller(controller_options(args))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Both roles in one process; the webhook's port serves /metrics for both."""
-    import asyncio
-    import dataclasses
-
-    from slogate.controller.app import Controller, configure_logging
-    from slogate.run import run_both
-    from slogate.webhook.app import Webhook
-
-    configure_logging(args.log_format)
-    controller = Controller(dataclasses.replace(controller_options(args), metrics_port=0))
-    asyncio.run(run_both(controller, Webhook(webhook_options(args))))
+    run.both(controller_options(args), webhook_options(args))
     return 0
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:
     # No kopf in this role (slogate.webhook imports none): its own server and informers.
-    from slogate.webhook.app import Webhook
-
-    Webhook(webhook_options(args)).run()
+    run.webhook(webhook_options(args))
     return 0
 
 

@@ -1,7 +1,12 @@
-"""``slogate run``: the controller and the webhook in one process and one event loop (local use).
+"""Starting the roles: the one module that knows more than one of them.
 
-The controller is a kopf operator; the webhook runs its own server and informers
-(:meth:`~slogate.webhook.app.Webhook.serve`) beside it. Either ending stops the other.
+``slogate controller`` and ``slogate webhook`` start one role each, ``slogate run`` both in one
+process and one event loop (local use); the CLI turns flags into each role's options and calls
+in here. A role's package is imported only when that role starts, so ``slogate webhook`` loads
+neither the controller nor kopf.
+
+In ``slogate run`` the controller is a kopf operator; the webhook runs its own server and
+informers (:meth:`~slogate.webhook.app.Webhook.serve`) beside it. Either ending stops the other.
 
 On SIGINT/SIGTERM the webhook stops first and kopf after it: when kopf stops, it cancels every
 task created after it started (it cannot tell whose they are), which would cut the webhook's
@@ -13,18 +18,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
+from typing import TYPE_CHECKING
 
-import kopf
-
-from slogate.controller.app import Controller
-from slogate.webhook.app import Webhook
+if TYPE_CHECKING:
+    from slogate.controller.app import Controller, ControllerOptions
+    from slogate.webhook.app import Webhook, WebhookOptions
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def run_both(controller: Controller, webhook: Webhook) -> None:
+def controller(options: ControllerOptions) -> None:
+    from slogate.controller.app import Controller
+
+    Controller(options).run()
+
+
+def webhook(options: WebhookOptions) -> None:
+    from slogate.webhook.app import Webhook
+
+    Webhook(options).run()
+
+
+def both(controller_options: ControllerOptions, webhook_options: WebhookOptions) -> None:
+    """Both roles in one process; the webhook's port serves /metrics for both."""
+    from slogate.controller.app import Controller, configure_logging
+    from slogate.webhook.app import Webhook
+
+    configure_logging(controller_options.log_format)
+    controller_role = Controller(dataclasses.replace(controller_options, metrics_port=0))
+    asyncio.run(serve_both(controller_role, Webhook(webhook_options)))
+
+
+async def serve_both(controller: Controller, webhook: Webhook) -> None:
+    import kopf  # here, not at the top: slogate webhook starts through this module too
+
     stop_webhook = asyncio.Event()
     stop_controller = asyncio.Event()
     kopf_ready = asyncio.Event()

@@ -291,9 +291,10 @@ async def test_client_certificate_required_and_its_ca_reloaded(pki: Pki) -> None
 
 
 def test_webhook_role_runs_without_kopf() -> None:
-    """``slogate webhook`` imports the CLI and the webhook role; neither may pull kopf in."""
+    """``slogate webhook`` imports the CLI, the module that starts the roles and the webhook
+    role; none may pull kopf in."""
     code = (
-        "import sys, slogate.cli, slogate.webhook.app;"
+        "import sys, slogate.cli, slogate.run, slogate.webhook.app;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kopf'))"
     )
     out = subprocess.run(
