@@ -1,4 +1,4 @@
-"""Starting the roles: the one module that knows more than one of them.
+"""Starting the roles, alone or together: the only module that starts any.
 
 ``slogate controller`` and ``slogate webhook`` start one role each, ``slogate run`` both in one
 process and one event loop (local use); the CLI turns flags into each role's options and calls
