@@ -287,13 +287,6 @@ class Evaluator:
         wait = min(free, default=math.inf) - self.clock() + 0.01
         return min(max(wait, 0.0), self.settings.tick_s)
 
-    async def tick(self) -> TickStats:
-        """Start every due unit and wait for all of them: one whole round (tests, benchmarks)."""
-        stats = TickStats()
-        for result in await asyncio.gather(*self.start_due()):
-            stats.add(result)
-        return stats
-
     def start_due(self) -> list[asyncio.Task[TickStats]]:
         """Start a task per unit of due SLOs whose previous unit is done; they write their own
         statuses. SLOs still busy stay due and start as soon as their unit finishes."""

@@ -29,7 +29,6 @@ from slogate.core.specbase import (
 DEFAULT_WINDOW = "30d"
 MIN_WINDOW_S = 86400
 MAX_WINDOW_S = 366 * 86400
-RISK_LEVELS = ("SAFE", "OBSERVE", "DANGER", "FREEZE", "UNKNOWN")
 Risk = Literal["SAFE", "OBSERVE", "DANGER", "FREEZE", "UNKNOWN"]
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")

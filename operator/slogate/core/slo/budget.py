@@ -61,20 +61,6 @@ def error_ratio(bad: FloatArray, total: FloatArray, valid: BoolArray) -> FloatAr
     return out
 
 
-def pseudo_counts(
-    bad: FloatArray, total: FloatArray, ratio_only: BoolArray, span_s: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Counts for count rows, ``(ratio * span, span)`` for ratio-only rows (see module doc)."""
-    ro = ratio_only if bad.ndim == 1 else ratio_only[:, None]
-    if not np.any(ro):
-        return bad, total
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = bad / total
-        span = np.broadcast_to(span_s, np.shape(bad))
-        span_total = np.where(np.isfinite(ratio) & (span > 0), span, np.nan)
-        return np.where(ro, ratio * span_total, bad), np.where(ro, span_total, total)
-
-
 def burn_rates(ratio: FloatArray, b: FloatArray) -> FloatArray:
     """``r_w = e_w / b`` for an [N, W] ratio matrix (NaN stays NaN)."""
     return ratio / b[:, None]
