@@ -17,7 +17,7 @@ would turn a BLOCK into onUnknown's default WARN, and the rollout through.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,7 +246,3 @@ def judge_gate(
         if RANK[this] > RANK[decision]:
             decision = this
     return GateVerdict(decision, tuple(reasons), tuple(judged))
-
-
-def strictest(decisions: Sequence[Decision]) -> Decision:
-    return max(decisions, key=lambda d: RANK[d], default="ALLOW")
