@@ -1,6 +1,7 @@
 """The ServiceLevelObjective resource: what a team promises (spec) and how it stands (status).
 
-Field names are the API (see DESIGN.md); the CRD in ``crds/`` is generated from these classes.
+Field names are the API: the CRD in ``crds/`` and ``docs/reference.md`` are generated from
+these classes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Error ratios, burn rates and the error budget, from exact event counts.
 
-Definitions (DESIGN.md, "The math"; SRE Workbook ch. 5):
+Definitions (``docs/math.md``, "Definitions"; SRE Workbook ch. 5):
 
 - budget fraction ``b = 1 - target/100`` (99.9% gives 0.001);
 - error ratio over a window ``e_w = bad_w / total_w``;
