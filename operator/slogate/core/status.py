@@ -322,9 +322,9 @@ def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[Event]:
     exhausted_new = (condition(new, "BudgetExhausted") or {}).get("status")
     if exhausted_new == "True" and exhausted_old != "True":
         events.append(Event("Warning", "BudgetExhausted", msg))
-    old_pages = set((old or {}).get("firing") or [])
+    old_firing = set((old or {}).get("firing") or [])
     new_firing = set(new.get("firing") or [])
-    started = sorted(new_firing - old_pages)
+    started = sorted(new_firing - old_firing)
     if started:
         events.append(Event("Warning", "BurnRateFiring", f"{', '.join(started)} firing: {msg}"))
     old_risk, new_risk = (old or {}).get("risk"), new.get("risk")
