@@ -111,19 +111,17 @@ def history(s: dict[str, Story]) -> list[Series]:
         ok_labels={"code": "200"},
     )
     # search: index_updates_total counts all, index_updates_late_total the late ones
-    total, late = counters(
+    late, on_time = counters(
         s["search"],
         "index_updates_total",
         {"job": "indexer"},
         error_labels={"kind": "late"},
         ok_labels={"kind": "on_time"},
     )
-    all_updates = [a + b for a, b in zip(total.values, late.values, strict=True)]
+    all_updates = [a + b for a, b in zip(late.values, on_time.values, strict=True)]
     series += [
-        Series("index_updates_total", {"job": "indexer"}, total.timestamps, all_updates),
-        Series(
-            "index_updates_late_total", {"job": "indexer"}, total.timestamps, list(total.values)
-        ),
+        Series("index_updates_total", {"job": "indexer"}, late.timestamps, all_updates),
+        Series("index_updates_late_total", {"job": "indexer"}, late.timestamps, list(late.values)),
     ]
     return series
 

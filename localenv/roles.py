@@ -13,7 +13,7 @@ from typing import Any
 from localenv.certs import CertificateAuthority
 from localenv.processes import Process, free_port, wait_until
 from localenv.webhookconfig import validating_webhook_configuration
-from slogate.core.webhookroutes import WEBHOOK_PATH
+from slogate.core.webhookroutes import DEPLOYMENTS
 
 
 def metric_value(text: str, metric_name: str, /, **labels: str) -> float:
@@ -155,7 +155,7 @@ class WebhookProcess(RoleProcess):
     @property
     def url(self) -> str:
         """Where Deployment reviews go (the other routes: ``base_url`` + their path)."""
-        return f"{self.base_url}{WEBHOOK_PATH}"
+        return f"{self.base_url}{DEPLOYMENTS.path}"
 
     def configuration(
         self, failure_policy: str = "Ignore", operator_namespace: str = "slogate-system"

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from slogate.core.status import condition
 from slogate.core.timetext import parse_rfc3339_or_none
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -119,10 +120,7 @@ class SloSeries(Collector):
             burn=burn,
             risk=status.get("risk") or "UNKNOWN",
             exhaustion=_exhaustion(status.get("forecast") or {}),
-            ready=any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or []
-            ),
+            ready=(condition(status, "Ready") or {}).get("status") == "True",
             firing=tuple((rule, rule in now_firing) for rule in rules),
         )
         with self._lock:

@@ -1208,7 +1208,7 @@ def test_webhook_configuration_matches_the_local_environment_one() -> None:
         its.pop("clientConfig")
         assert mine == its
         assert mine["name"] == route.name
-    assert ours[0]["name"] == webhookroutes.WEBHOOK_NAME
+    assert ours[0]["name"] == webhookroutes.DEPLOYMENTS.name
 
 
 def _load(pem_b64: str) -> x509.Certificate:

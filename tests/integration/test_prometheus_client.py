@@ -387,7 +387,6 @@ async def test_nan_and_inf_values_parse(
     (series,) = ranged.series
     assert len(series.values) == POINTS + 1
     assert not np.isfinite(series.values).any()
-    assert len(series.finite().values) == 0
     assert negative.one() == -math.inf
     assert is_finite(1.0) and not is_finite(None)
 
@@ -575,7 +574,6 @@ def test_error_kinds_reasons_and_pickling() -> None:
         "bad_response": "BadPrometheusResponse",
         "response_too_large": "PrometheusResponseTooLarge",
     }
-    assert [k.value for k in ErrorKind if k.retryable] == ["unreachable", "timeout", "server_error"]
     err = PrometheusError(ErrorKind.BAD_QUERY, "x\n" * 2000, status_code=400, error_type="bad_data")
     assert "\n" not in str(err) and len(str(err)) <= 1000
     copy = pickle.loads(pickle.dumps(err))
@@ -613,7 +611,7 @@ async def test_huge_answer_is_cut_off_at_the_bound_without_being_held() -> None:
         grown_mib = (rss_kib("VmHWM") - before) / 1024
     assert err.kind is ErrorKind.RESPONSE_TOO_LARGE
     assert err.reason == "PrometheusResponseTooLarge"
-    assert not err.kind.retryable and err.attempts == 1 and backend.requests == 1
+    assert err.attempts == 1 and backend.requests == 1  # asked once, though retries=2
     assert err.status_code == 200
     assert "8 MiB" in str(err) and "--prometheus-max-response-bytes" in str(err)
     assert "aggregate" in str(err)

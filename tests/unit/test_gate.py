@@ -17,7 +17,7 @@ from slogate.core.admission import (
     strip_template_hash,
     template_digest,
 )
-from slogate.core.gate import Remembered, SloView, judge_gate, remembered_blocking, strictest
+from slogate.core.gate import Remembered, SloView, judge_gate, remembered_blocking
 from slogate.core.releasegate import GateSpec
 from slogate.core.timetext import rfc3339
 
@@ -200,8 +200,40 @@ def test_objective_selector_and_strictest_of_many() -> None:
     v = judge_gate(gate, "shop", views(a=status(0.5, "SAFE"), b=status(-0.1, "FREEZE")), NOW, STALE)
     assert [o.name for o in v.objectives] == ["a", "b"]
     assert v.decision == "BLOCK"
-    assert strictest(["ALLOW", "BLOCK", "WARN"]) == "BLOCK"
-    assert strictest([]) == "ALLOW"
+
+
+@pytest.mark.parametrize(
+    ("risks", "decision"),
+    [
+        (("SAFE", "FREEZE", "DANGER"), "BLOCK"),
+        (("FREEZE", "DANGER", "SAFE"), "BLOCK"),
+        (("DANGER", "SAFE", "SAFE"), "WARN"),
+        (("SAFE", "DANGER", "SAFE"), "WARN"),
+        (("SAFE", "SAFE", "SAFE"), "ALLOW"),
+    ],
+)
+def test_the_strictest_objective_decides_whatever_the_order(
+    risks: tuple[str, str, str], decision: str
+) -> None:
+    remaining = {"SAFE": 0.8, "DANGER": 0.3, "FREEZE": -0.1}
+    objectives = [{"name": n} for n in ("a", "b", "c")]
+    slos = views(**{n: status(remaining[r], r) for n, r in zip("abc", risks, strict=True)})
+    v = judge_gate(spec(objectives=objectives), "shop", slos, NOW, STALE)
+    assert [o.name for o in v.objectives] == ["a", "b", "c"]
+    assert v.decision == decision
+
+
+def test_no_objective_at_all_allows_when_on_unknown_allows() -> None:
+    gate = GateSpec.model_validate(
+        {
+            "selector": {},
+            "objectiveSelector": {"matchLabels": {"team": "nobody"}},
+            "policy": {"onUnknown": "Allow"},
+        }
+    )
+    v = judge_gate(gate, "shop", views(a=status(-0.1, "FREEZE")), NOW, STALE)
+    assert v.objectives == ()
+    assert v.decision == "ALLOW" and v.reasons == ()
 
 
 def change(

@@ -7,10 +7,13 @@ from slogate.core.status import (
     Problem,
     RulesCondition,
     coarse_time,
+    condition,
     evaluated_status,
     failed_status,
     heartbeat_phase,
+    invalid_spec_reported,
     needs_write,
+    set_condition,
     transitions,
     with_rules_condition,
 )
@@ -42,6 +45,31 @@ def result(
 
 def conds(status: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: c["status"] for c in status["conditions"]}
+
+
+def test_condition_is_found_by_type_and_set_condition_updates_that_one() -> None:
+    st = evaluated_status(result(), None, generation=3, now=NOW, problems=[])
+    stale = condition(st, "Stale")
+    assert stale is not None and (stale["status"], stale["reason"]) == ("False", "Fresh")
+    assert condition(st, "RulesReady") is None
+    assert condition({}, "Ready") is None and condition(None, "Ready") is None
+    assert condition({"conditions": None}, "Ready") is None
+    set_condition(st["conditions"], "Stale", "True", "PrometheusTimeout", "", NOW + 30, 3)
+    assert condition(st, "Stale") is stale and stale["status"] == "True"
+    assert [c["type"] for c in st["conditions"]].count("Stale") == 1
+
+
+def test_invalid_spec_is_reported_once_per_generation() -> None:
+    conditions: list[dict[str, Any]] = []
+    set_condition(conditions, "Ready", "False", "InvalidSpec", "spec.target: too high", NOW, 2)
+    reported = {"observedGeneration": 2, "conditions": conditions}
+    assert invalid_spec_reported(reported, 2)
+    assert not invalid_spec_reported(reported, 3)
+    assert not invalid_spec_reported(None, 2)
+    failed = failed_status(
+        None, generation=2, now=NOW, problem=Problem("PrometheusUnreachable", "refused")
+    )
+    assert not invalid_spec_reported(failed, 2)
 
 
 def test_evaluated_status_conditions_and_summary() -> None:
@@ -93,6 +121,7 @@ def test_failure_keeps_last_values_and_marks_stale() -> None:
     assert conds(bad)["Stale"] == "True"
     events = transitions(good, bad)
     assert [(e.type, e.reason) for e in events] == [("Warning", "PrometheusUnreachable")]
+    assert events[0].message == "connection refused"
     back = evaluated_status(result(), bad, generation=1, now=NOW + 60, problems=[])
     assert [e.reason for e in transitions(bad, back)] == ["EvaluationRecovered"]
 

@@ -73,6 +73,7 @@ from slogate.core.status import (
     Event,
     Problem,
     RulesCondition,
+    condition,
     evaluated_status,
     failed_status,
     heartbeat_phase,
@@ -287,13 +288,6 @@ class Evaluator:
         wait = min(free, default=math.inf) - self.clock() + 0.01
         return min(max(wait, 0.0), self.settings.tick_s)
 
-    async def tick(self) -> TickStats:
-        """Start every due unit and wait for all of them: one whole round (tests, benchmarks)."""
-        stats = TickStats()
-        for result in await asyncio.gather(*self.start_due()):
-            stats.add(result)
-        return stats
-
     def start_due(self) -> list[asyncio.Task[TickStats]]:
         """Start a task per unit of due SLOs whose previous unit is done; they write their own
         statuses. SLOs still busy stay due and start as soon as their unit finishes."""
@@ -357,7 +351,7 @@ class Evaluator:
         # so new and failing ones hold at most all but one of the namespace's turns. They also
         # share a few turns across all namespaces, so that many of them cannot fill the
         # requests every namespace's working SLOs wait for.
-        if _ready(members[0].status or {}):
+        if (condition(members[0].status, "Ready") or {}).get("status") == "True":
             async with turns.take(0):
                 return await self._unit(key, members, now)
         # The shared turns first: waiting for them must not hold one of the namespace's.
@@ -441,8 +435,9 @@ class Evaluator:
                 new = with_rules_condition(
                     new, self.rules_condition(entry.key), now, entry.generation
                 )
-            if _ready(new) is False:
-                stats.failures[_ready_reason(new)] += 1
+            ready = condition(new, "Ready")
+            if ready is not None and ready.get("status") != "True":
+                stats.failures[str(ready.get("reason") or "Unknown")] += 1
             heartbeat_s = self.settings.heartbeat_s
             if needs_write(entry.status, new, entry.last_write, now, heartbeat_s):
                 old = entry.status
@@ -1148,17 +1143,3 @@ def _group_by_shape(entries: Iterable[SloEntry]) -> dict[Any, list[SloEntry]]:
 
 def _without_field(message: str) -> str:
     return message.removeprefix(f"{URL_FIELD}: ")
-
-
-def _ready(status: dict[str, Any]) -> bool | None:
-    for c in status.get("conditions") or []:
-        if c.get("type") == "Ready":
-            return bool(c.get("status") == "True")
-    return None
-
-
-def _ready_reason(status: dict[str, Any]) -> str:
-    for c in status.get("conditions") or []:
-        if c.get("type") == "Ready":
-            return str(c.get("reason") or "Unknown")
-    return "Unknown"

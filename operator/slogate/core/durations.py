@@ -17,10 +17,6 @@ DURATION_MAX_LENGTH = 7
 _DURATION_RE = re.compile(DURATION_PATTERN)
 
 
-def is_duration(text: str) -> bool:
-    return bool(_DURATION_RE.match(text))
-
-
 def parse_duration(text: str) -> int:
     """Seconds in ``text``; raises ValueError with a message a manifest author can act on."""
     if not isinstance(text, str) or not _DURATION_RE.match(text):

@@ -17,12 +17,13 @@ would turn a BLOCK into onUnknown's default WARN, and the rollout through.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from slogate.core.releasegate import Decision, GateSpec
 from slogate.core.slo.message import format_burn, format_percent
+from slogate.core.status import condition
 from slogate.core.timetext import parse_rfc3339_or_none
 
 RANK: dict[str, int] = {"ALLOW": 0, "WARN": 1, "BLOCK": 2}
@@ -115,13 +116,6 @@ class GateVerdict:
     objectives: tuple[ObjectiveVerdict, ...]
 
 
-def _condition(status: Mapping[str, Any], type_: str) -> str | None:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == type_:
-            return str(cond.get("status"))
-    return None
-
-
 def _current_burn(status: Mapping[str, Any]) -> tuple[str, float] | None:
     burns = status.get("burnRates") or {}
     for window in ("1h", "5m", "30m", "2h", "6h", "1d", "3d"):
@@ -142,20 +136,17 @@ def judge_objective(
     remaining = (status.get("errorBudget") or {}).get("remaining")
     unknown: str | None = None
     evaluated = parse_rfc3339_or_none(status.get("lastEvaluationTime"))
+    stale = condition(status, "Stale")
     if not status:
         unknown = "no status yet"
-    elif _condition(status, "Stale") == "True":
-        reason = next(
-            (c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Stale"),
-            "Stale",
-        )
-        unknown = f"data is stale ({reason})"
+    elif stale is not None and stale.get("status") == "True":
+        unknown = f"data is stale ({stale.get('reason')})"
     elif evaluated is None or now - evaluated > stale_after_s:
         unknown = "status not updated recently (is the controller running?)"
     elif risk in (None, "UNKNOWN"):
         unknown = "no data"
     triggers = set()
-    if _condition(status, "BudgetExhausted") == "True":
+    if (condition(status, "BudgetExhausted") or {}).get("status") == "True":
         triggers.add("BudgetExhausted")
     if risk:
         triggers.add(str(risk))
@@ -246,7 +237,3 @@ def judge_gate(
         if RANK[this] > RANK[decision]:
             decision = this
     return GateVerdict(decision, tuple(reasons), tuple(judged))
-
-
-def strictest(decisions: Sequence[Decision]) -> Decision:
-    return max(decisions, key=lambda d: RANK[d], default="ALLOW")

@@ -1,6 +1,7 @@
 """The ServiceLevelObjective resource: what a team promises (spec) and how it stands (status).
 
-Field names are the API (see DESIGN.md); the CRD in ``crds/`` is generated from these classes.
+Field names are the API: the CRD in ``crds/`` and ``docs/reference.md`` are generated from
+these classes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from slogate.core.specbase import (
 DEFAULT_WINDOW = "30d"
 MIN_WINDOW_S = 86400
 MAX_WINDOW_S = 366 * 86400
-RISK_LEVELS = ("SAFE", "OBSERVE", "DANGER", "FREEZE", "UNKNOWN")
 Risk = Literal["SAFE", "OBSERVE", "DANGER", "FREEZE", "UNKNOWN"]
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")

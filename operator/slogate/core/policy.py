@@ -10,7 +10,8 @@ from slogate.core.durations import parse_duration
 from slogate.core.objective import SloSpec
 from slogate.core.slo.rules import BurnRule, default_rules
 
-#: Burn rates shown in status even when no rule reads them (DESIGN's example status).
+#: Burn rates shown in status even when no rule reads them: the 5m ... 3d that
+#: ``docs/concepts.md`` ("Burn rate") promises.
 DISPLAY_WINDOWS_S = (300, 1800, 3600, 7200, 21600, 86400, 3 * 86400)
 NOMINAL_PERIOD_S = {"week": 7 * 86400, "month": 30 * 86400, "quarter": 91 * 86400}
 MAX_PERIOD_S = {"week": 7 * 86400, "month": 31 * 86400, "quarter": 92 * 86400}

@@ -19,6 +19,7 @@ observedGeneration; the transition time only moves when ``status`` flips):
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,17 @@ def coarse_time(when: float, now: float) -> float:
     return round(when / grain) * grain
 
 
+def condition(status: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    """The condition of type ``type_`` in ``status`` (an SLO's or a gate's), None when it has
+    none: every reader of a condition goes through here."""
+    conditions: list[dict[str, Any]] = (status or {}).get("conditions") or []
+    return _in(conditions, type_)
+
+
+def _in(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
 def set_condition(
     conditions: list[dict[str, Any]],
     type_: str,
@@ -91,14 +103,12 @@ def set_condition(
     generation: int | None,
 ) -> None:
     """Insert or update one condition in place, keeping lastTransitionTime unless it flips."""
-    for cond in conditions:
-        if cond["type"] == type_:
-            if cond["status"] != status:
-                cond["lastTransitionTime"] = rfc3339(now)
-            cond.update(
-                status=status, reason=reason, message=message, observedGeneration=generation
-            )
-            return
+    cond = _in(conditions, type_)
+    if cond is not None:
+        if cond["status"] != status:
+            cond["lastTransitionTime"] = rfc3339(now)
+        cond.update(status=status, reason=reason, message=message, observedGeneration=generation)
+        return
     conditions.append(
         {
             "type": type_,
@@ -257,10 +267,11 @@ def failed_status(
 def invalid_spec_reported(status: dict[str, Any] | None, generation: int | None) -> bool:
     """Was this generation already marked ``Ready=False, InvalidSpec``? (Our own status write
     comes back through the watch and must not trigger another.)"""
-    old = status or {}
-    return old.get("observedGeneration") == generation and any(
-        c.get("type") == "Ready" and c.get("reason") == "InvalidSpec"
-        for c in old.get("conditions") or []
+    ready = condition(status, "Ready")
+    return (
+        (status or {}).get("observedGeneration") == generation
+        and ready is not None
+        and ready.get("reason") == "InvalidSpec"
     )
 
 
@@ -299,46 +310,39 @@ def heartbeat_phase(key: str, heartbeat_s: float = HEARTBEAT_S) -> float:
     return zlib.crc32(key.encode()) / 2**32 * heartbeat_s
 
 
-def _cond(status: dict[str, Any] | None, type_: str) -> str | None:
-    for c in (status or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return str(c.get("status"))
-    return None
-
-
-def _reason(status: dict[str, Any] | None, type_: str) -> tuple[str, str] | None:
-    for c in (status or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return (str(c.get("status")), str(c.get("reason")))
-    return None
-
-
-def _message(status: dict[str, Any], type_: str) -> str:
-    return next(str(c.get("message")) for c in status["conditions"] if c.get("type") == type_)
+def _status_and_reason(cond: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    return None if cond is None else (str(cond.get("status")), str(cond.get("reason")))
 
 
 def transitions(old: dict[str, Any] | None, new: dict[str, Any]) -> list[Event]:
     """Events worth telling on-call about, each only when the state changes (never per tick)."""
     events: list[Event] = []
     msg = str(new.get("message") or "")
-    if _cond(new, "BudgetExhausted") == "True" and _cond(old, "BudgetExhausted") != "True":
+    exhausted_old = (condition(old, "BudgetExhausted") or {}).get("status")
+    exhausted_new = (condition(new, "BudgetExhausted") or {}).get("status")
+    if exhausted_new == "True" and exhausted_old != "True":
         events.append(Event("Warning", "BudgetExhausted", msg))
-    old_pages = set((old or {}).get("firing") or [])
+    old_firing = set((old or {}).get("firing") or [])
     new_firing = set(new.get("firing") or [])
-    started = sorted(new_firing - old_pages)
+    started = sorted(new_firing - old_firing)
     if started:
         events.append(Event("Warning", "BurnRateFiring", f"{', '.join(started)} firing: {msg}"))
     old_risk, new_risk = (old or {}).get("risk"), new.get("risk")
     if old_risk in ("FREEZE", "DANGER") and new_risk in ("SAFE", "OBSERVE"):
         events.append(Event("Normal", "Recovered", f"risk {old_risk} -> {new_risk}: {msg}"))
-    rules_old, rules_new = _reason(old, "RulesReady"), _reason(new, "RulesReady")
-    if rules_new is not None and rules_new[0] == "False" and rules_old != rules_new:
-        events.append(Event("Warning", rules_new[1], _message(new, "RulesReady")))
-    ready_old, ready_new = _cond(old, "Ready"), _cond(new, "Ready")
-    if ready_new == "False" and ready_old != "False":
-        reason = next(c["reason"] for c in new["conditions"] if c["type"] == "Ready")
-        message = next(c["message"] for c in new["conditions"] if c["type"] == "Ready")
+    rules_old, rules_new = condition(old, "RulesReady"), condition(new, "RulesReady")
+    if (
+        rules_new is not None
+        and rules_new.get("status") == "False"
+        and _status_and_reason(rules_old) != _status_and_reason(rules_new)
+    ):
+        reason, message = str(rules_new.get("reason")), str(rules_new.get("message"))
         events.append(Event("Warning", reason, message))
+    ready = condition(new, "Ready")
+    ready_old = (condition(old, "Ready") or {}).get("status")
+    ready_new = (ready or {}).get("status")
+    if ready is not None and ready_new == "False" and ready_old != "False":
+        events.append(Event("Warning", ready["reason"], ready["message"]))
     elif ready_new == "True" and ready_old == "False":
         events.append(Event("Normal", "EvaluationRecovered", "evaluation succeeds again"))
     return events

@@ -63,7 +63,3 @@ REPLICASETS = WebhookRoute(
     ("CREATE", "UPDATE"), True,
 )  # fmt: skip
 ROUTES = (DEPLOYMENTS, SLOS, REPLICASETS)
-
-# The Deployment webhook's name and path (the first slogate had only this one).
-WEBHOOK_NAME = DEPLOYMENTS.name
-WEBHOOK_PATH = DEPLOYMENTS.path

@@ -196,11 +196,6 @@ class RangeSeries:
     timestamps: FloatArray
     values: FloatArray
 
-    def finite(self) -> RangeSeries:
-        """The same series without NaN and ±Inf points."""
-        keep = np.isfinite(self.values)
-        return RangeSeries(self.labels, self.timestamps[keep], self.values[keep])
-
 
 @dataclass(frozen=True)
 class QueryResult:
@@ -500,6 +495,8 @@ class PrometheusClient:
         def fail(kind: ErrorKind, message: str) -> PrometheusError:
             return self._error(kind, message, secrets, attempt, status_code=status)
 
+        # RESPONSE_TOO_LARGE is raised plainly, not as _Retryable: the same query gives the
+        # same answer, and reading it again costs the same bandwidth.
         if status != 200:
             limit = min(limit, _ERROR_BODY_BYTES)
         elif (_content_length(response.headers) or 0) > limit:

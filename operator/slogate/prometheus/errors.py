@@ -48,13 +48,6 @@ class ErrorKind(StrEnum):
         """CamelCase reason for a status condition (``Ready=False``, ``Stale``)."""
         return _REASONS[self]
 
-    @property
-    def retryable(self) -> bool:
-        """Whether a later attempt may succeed without anyone changing anything."""
-        # Not RESPONSE_TOO_LARGE: the same query gives the same answer, and reading it again
-        # costs the same bandwidth.
-        return self in (ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT, ErrorKind.SERVER_ERROR)
-
 
 _REASONS: dict[ErrorKind, str] = {
     ErrorKind.UNREACHABLE: "PrometheusUnreachable",

@@ -2,7 +2,7 @@
 
 Pure functions over numpy arrays: no I/O, no clock, no Kubernetes. The controller groups SLOs
 by rule set (most share the defaults), builds one ``SloBatch`` per group and calls ``evaluate``.
-DESIGN.md ("The math") is the specification; ``docs/math.md`` explains the model.
+``docs/math.md`` is the specification and explains the model.
 
 Interface
 ---------
@@ -22,7 +22,7 @@ Evaluation (``evaluate``)
     ``result.row(i)`` / ``result.results()`` give ``SloResult`` (sli, consumed, remaining,
     burn_rates by window label, firing, risk, ``Forecast``, ``Recommendation``, message) with
     plain floats/str and None for anything unknown; ``SloResult.to_status()`` gives the status
-    fields with DESIGN.md's names.
+    fields with the names ``docs/reference.md`` lists.
 Helpers
     ``dependency_bound(targets_percent)`` (product, percent, NaN for none),
     ``round_down_to_ladder``, ``budget_fraction``; ``message.format_percent`` /

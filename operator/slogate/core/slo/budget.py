@@ -1,6 +1,6 @@
 """Error ratios, burn rates and the error budget, from exact event counts.
 
-Definitions (DESIGN.md, "The math"; SRE Workbook ch. 5):
+Definitions (``docs/math.md``, "Definitions"; SRE Workbook ch. 5):
 
 - budget fraction ``b = 1 - target/100`` (99.9% gives 0.001);
 - error ratio over a window ``e_w = bad_w / total_w``;
@@ -59,20 +59,6 @@ def error_ratio(bad: FloatArray, total: FloatArray, valid: BoolArray) -> FloatAr
         np.divide(bad, total, out=out, where=valid)
     np.clip(out, 0.0, 1.0, out=out)
     return out
-
-
-def pseudo_counts(
-    bad: FloatArray, total: FloatArray, ratio_only: BoolArray, span_s: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Counts for count rows, ``(ratio * span, span)`` for ratio-only rows (see module doc)."""
-    ro = ratio_only if bad.ndim == 1 else ratio_only[:, None]
-    if not np.any(ro):
-        return bad, total
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = bad / total
-        span = np.broadcast_to(span_s, np.shape(bad))
-        span_total = np.where(np.isfinite(ratio) & (span > 0), span, np.nan)
-        return np.where(ro, ratio * span_total, bad), np.where(ro, span_total, total)
 
 
 def burn_rates(ratio: FloatArray, b: FloatArray) -> FloatArray:

@@ -89,8 +89,8 @@ class SloResult:
     message: str
 
     def to_status(self) -> dict[str, Any]:
-        """The status fields DESIGN.md names (camelCase), rounded so that noise below what
-        ``kubectl get slo`` shows does not cause status writes."""
+        """The status fields the math fills, named as in ``docs/reference.md`` (camelCase),
+        rounded so that noise below what ``kubectl get slo`` shows does not cause status writes."""
         exhaustion_time = self.forecast.exhaustion_time
         return {
             "sli": _round(self.sli, 6),

@@ -27,7 +27,7 @@ Int8Array = npt.NDArray[np.int8]
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Risk thresholds and forecast settings; the defaults are what DESIGN.md describes.
+    """Risk thresholds and forecast settings; the defaults are the ones ``docs/math.md`` states.
 
     - ``danger_within_s``: DANGER when the forecast exhausts the budget within this span.
     - ``observe_burn_rate``: OBSERVE when any rule's long window burns above this.

@@ -8,7 +8,7 @@ as 14.4000000000016 and would otherwise fire depending on rounding.
 A window without data never fires: an outage of the
 metrics pipeline must not page anyone, and UNKNOWN/Stale already say the data is missing.
 
-Risk, most severe first (DESIGN.md):
+Risk, most severe first (``docs/math.md``, "Risk"):
 
 - ``UNKNOWN``: no usable data over the compliance window (no budget to speak of);
 - ``FREEZE``: the budget is exhausted, or a page rule fires;
