@@ -2,12 +2,15 @@
 rates (what ``slogate rules`` and the controller write) against the same rules with every window
 read from the raw series, at 1,000 and 5,000 SLOs, on the same data in one Prometheus.
 
-Each SLO reads one of ``SERVICES`` services whose counters are split by pod and status code
-(``PODS`` x 2 series per service, scraped every ``SCRAPE_S``), as real request counters are;
-how much deriving saves grows with that number of series and with the scrape rate. SLOs use a
-1-day window (burn-rate windows 5m to 1d; 6h and 1d derived) so that the history of 5,000 SLOs'
-recorded rates fits a quick backfill: a 30-day window costs both variants proportionally more,
-and their ratio stays about the same.
+Each SLO reads one service whose request counters are split by pod and status code, as real
+request counters are, scraped every ``SCRAPE_S``. How much deriving saves grows with the number
+of series a selector matches and with the scrape rate (a derived window reads one recorded
+sample per interval, a raw one every sample of every series), so the raw variant runs on two
+``LAYOUTS``: 10 and 50 series per service. The derived variant reads only the recorded rates,
+the same whatever the layout. SLOs use a 1-day window (burn-rate windows 5m to 1d; 6h and 1d
+derived) so that the history of 5,000 SLOs' recorded rates fits a quick backfill; a 3-day or
+30-day window makes the raw variant read 3 or 30 times more and the derived one too, but the
+derived one's per-rule overhead stays the same, so the ratio only grows.
 
 Measured, per variant, after the rules were reloaded and every group ran at least twice:
 Prometheus's own ``prometheus_rule_group_last_duration_seconds`` summed over slogate's groups,
@@ -28,17 +31,35 @@ from slogate.core.alertrules import RuleOptions, record, rule_file, rule_group
 from slogate.core.objective import SloSpec
 from slogate.manifests import dump_yaml
 
-SERVICES = 50
-PODS = 5
 SCRAPE_S = 30
 BASE_INTERVAL_S = 60  # the generated groups' default interval: one recorded sample a minute
 EVAL_S = 30  # the groups' interval while measured (rounds come sooner; reads are the same)
 NAMESPACE = "bench"
-METRIC = "bench_rule_requests_total"
 WINDOW_S = 86400
 HISTORY_S = WINDOW_S + 3600
 RAW_EVERYTHING = RuleOptions(interval_s=EVAL_S, raw_max_s=10**9)
 DERIVED = RuleOptions(interval_s=EVAL_S)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one metric's series are laid out: ``services`` x ``pods`` x two status codes."""
+
+    metric: str
+    services: int
+    pods: int
+
+    @property
+    def per_selector(self) -> int:
+        """Series a ``total`` selector matches (one service, every pod and code)."""
+        return self.pods * 2
+
+
+#: 500 series each; SLO i reads service i mod services of its layout.
+LAYOUTS = {
+    "long-raw": Layout("bench_rule_requests_total", services=50, pods=5),
+    "long-raw-wide": Layout("bench_rule_wide_requests_total", services=10, pods=25),
+}
 
 
 @dataclass(frozen=True)
@@ -50,8 +71,9 @@ class Measured:
     missed: float  # iterations Prometheus skipped because a group overran its interval
 
 
-def slo_spec(i: int) -> SloSpec:
-    service = f"svc-{i % SERVICES}"
+def slo_spec(i: int, layout: Layout = LAYOUTS["long-raw"]) -> SloSpec:
+    metric = layout.metric
+    service = f"svc-{i % layout.services}"
     return SloSpec.model_validate(
         {
             "service": service,
@@ -59,8 +81,8 @@ def slo_spec(i: int) -> SloSpec:
             "window": "1d",
             "indicator": {
                 "ratio": {
-                    "errors": f'{METRIC}{{service="{service}",code="500"}}',
-                    "total": f'{METRIC}{{service="{service}"}}',
+                    "errors": f'{metric}{{service="{service}",code="500"}}',
+                    "total": f'{metric}{{service="{service}"}}',
                 }
             },
         }
@@ -68,16 +90,18 @@ def slo_spec(i: int) -> SloSpec:
 
 
 def raw_series(end: float) -> list[Series]:
-    """Every service's counters, one per pod and code, sampled every SCRAPE_S."""
+    """Every layout's counters, one per service, pod and code, sampled every SCRAPE_S; each
+    service serves 50 requests a second, 0.1% of them errors, whatever its number of pods."""
     start = end - HISTORY_S
     times = [start + SCRAPE_S * k for k in range(int(HISTORY_S // SCRAPE_S) + 1)]
     out = []
-    for s in range(SERVICES):
-        for pod in range(PODS):
-            for code, per_s in (("200", 10.0), ("500", 0.01)):
-                labels = {"service": f"svc-{s}", "pod": f"pod-{pod}", "code": code}
-                values = [per_s * (t - start) for t in times]
-                out.append(Series(METRIC, labels, times, values))
+    for layout in LAYOUTS.values():
+        for s in range(layout.services):
+            for pod in range(layout.pods):
+                for code, per_s in (("200", 49.95), ("500", 0.05)):
+                    labels = {"service": f"svc-{s}", "pod": f"pod-{pod}", "code": code}
+                    values = [per_s / layout.pods * (t - start) for t in times]
+                    out.append(Series(layout.metric, labels, times, values))
     return out
 
 
@@ -88,21 +112,22 @@ def base_series(n: int, end: float) -> list[Series]:
     out = []
     for i in range(n):
         labels = {"slo": f"slo-{i}", "namespace": NAMESPACE}
-        out.append(Series("slogate:events:rate5m", labels, times, [PODS * 10.01] * len(times)))
-        out.append(Series("slogate:errors:rate5m", labels, times, [PODS * 0.01] * len(times)))
+        out.append(Series("slogate:events:rate5m", labels, times, [50.0] * len(times)))
+        out.append(Series("slogate:errors:rate5m", labels, times, [0.05] * len(times)))
     return out
 
 
 #: The long windows of a 1-day SLO: what deriving replaces.
 LONG_RECORDS = {record(m, w) for m in ("events", "errors") for w in (6 * 3600, WINDOW_S)}
-VARIANTS = ("long-derived", "long-raw", "whole-derived")
+VARIANTS = ("long-derived", *LAYOUTS, "whole-derived")
 
 
 def variant_group(i: int, variant: str) -> dict[str, Any]:
-    """``long-*``: only the long windows' records, derived or raw; ``whole-derived``: the
-    group exactly as generated."""
-    options = RAW_EVERYTHING if variant == "long-raw" else DERIVED
-    group = rule_group(NAMESPACE, f"slo-{i}", slo_spec(i), options)
+    """``long-*``: only the long windows' records, derived or raw (from one of ``LAYOUTS``);
+    ``whole-derived``: the group exactly as generated."""
+    raw = variant in LAYOUTS
+    spec = slo_spec(i, LAYOUTS[variant]) if raw else slo_spec(i)
+    group = rule_group(NAMESPACE, f"slo-{i}", spec, RAW_EVERYTHING if raw else DERIVED)
     if variant.startswith("long-"):
         group["rules"] = [r for r in group["rules"] if r.get("record") in LONG_RECORDS]
     return group
@@ -193,15 +218,18 @@ def run(sizes: list[int], work: Path) -> dict[str, Any]:
     }
 
 
-def ratios(result: dict[str, Any]) -> dict[int, tuple[float, float]]:
-    """Per size, long windows only: (raw / derived group seconds, raw / derived CPU a round)."""
+def ratios(result: dict[str, Any]) -> dict[tuple[int, int], tuple[float, float]]:
+    """Per size and series per selector, long windows only: (raw / derived group seconds,
+    raw / derived CPU a round)."""
     by = {(r["n"], r["variant"]): r for r in result["rows"]}
     out = {}
     for n in sorted({r["n"] for r in result["rows"]}):
-        d, r = by.get((n, "long-derived")), by.get((n, "long-raw"))
-        if d and r:
-            out[n] = (
-                r["group_seconds"] / max(d["group_seconds"], 1e-9),
-                r["cpu_per_round"] / max(d["cpu_per_round"], 1e-9),
-            )
+        d = by.get((n, "long-derived"))
+        for variant, layout in LAYOUTS.items():
+            r = by.get((n, variant))
+            if d and r:
+                out[(n, layout.per_selector)] = (
+                    r["group_seconds"] / max(d["group_seconds"], 1e-9),
+                    r["cpu_per_round"] / max(d["cpu_per_round"], 1e-9),
+                )
     return out
