@@ -20,8 +20,9 @@ def rfc3339(epoch: float) -> str:
 
 
 def rfc3339_micro(epoch: float) -> str:
-    """Microseconds, for Events' ``eventTime`` (a MicroTime) and log lines."""
-    return _text(dt.datetime.fromtimestamp(epoch, tz=dt.UTC))
+    """Always six digits of microseconds: Events' ``eventTime`` is a MicroTime, which the API
+    server parses with exactly that layout (``isoformat`` would drop ``.000000``)."""
+    return _text(dt.datetime.fromtimestamp(epoch, tz=dt.UTC), "microseconds")
 
 
 def parse_rfc3339(text: str) -> float:
@@ -42,5 +43,5 @@ def parse_rfc3339_or_none(text: Any) -> float | None:
         return None
 
 
-def _text(moment: dt.datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+def _text(moment: dt.datetime, timespec: str = "seconds") -> str:
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
